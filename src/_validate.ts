@@ -1,0 +1,81 @@
+/**
+ * Argument checks shared by every constructor and option bag, so that each bad input gets the same
+ * shape of message: "Expected `concurrency` to be an integer >= 1 or Infinity, got `0` (number)".
+ */
+
+/** Describes a value for an error message: its printed form and its type. */
+export function describe(value: unknown): string {
+  let shown: string;
+  if (typeof value === 'string') shown = JSON.stringify(value);
+  else if (typeof value === 'bigint') shown = `${value}n`;
+  else if (typeof value === 'function') shown = value.name === '' ? '[function]' : `[function ${value.name}]`;
+  else if (typeof value === 'symbol') shown = value.toString();
+  else if (value === null || typeof value !== 'object') shown = String(value);
+  else if (Array.isArray(value)) shown = '[array]';
+  else shown = '[object]';
+  const type = value === null ? 'null' : Array.isArray(value) ? 'array' : typeof value;
+  return `\`${shown}\` (${type})`;
+}
+
+function fail(Kind: typeof TypeError, name: string, expected: string, value: unknown): never {
+  throw new Kind(`Expected \`${name}\` to be ${expected}, got ${describe(value)}`);
+}
+
+/** Throws unless `value` is an integer >= `min`, or Infinity when `infinity` is set. */
+export function integer(name: string, value: unknown, min: number, infinity = false): number {
+  const expected = `an integer >= ${min}${infinity ? ' or Infinity' : ''}`;
+  if (typeof value !== 'number' || Number.isNaN(value)) fail(TypeError, name, expected, value);
+  if (value === Infinity ? !infinity : !Number.isInteger(value) || value < min) {
+    fail(RangeError, name, expected, value);
+  }
+  return value;
+}
+
+/** Throws unless `value` is a number >= `min` (Infinity included when `infinity` is set). */
+export function number(name: string, value: unknown, min: number, infinity = false): number {
+  const expected = `a number >= ${min}${infinity ? ' or Infinity' : ''}`;
+  if (typeof value !== 'number' || Number.isNaN(value)) fail(TypeError, name, expected, value);
+  if (value < min || (value === Infinity && !infinity)) fail(RangeError, name, expected, value);
+  return value;
+}
+
+/** Throws unless `value` is a finite number. */
+export function finite(name: string, value: unknown): number {
+  if (typeof value !== 'number' || Number.isNaN(value)) fail(TypeError, name, 'a finite number', value);
+  if (!Number.isFinite(value)) fail(RangeError, name, 'a finite number', value);
+  return value;
+}
+
+/** Throws unless `value` is a function. */
+export function fn(name: string, value: unknown): void {
+  if (typeof value !== 'function') fail(TypeError, name, 'a function', value);
+}
+
+/** Throws unless `value` is a boolean. */
+export function boolean(name: string, value: unknown): boolean {
+  if (typeof value !== 'boolean') fail(TypeError, name, 'a boolean', value);
+  return value;
+}
+
+/** Throws unless `value` is an AbortSignal (or undefined). */
+export function signal(name: string, value: unknown): AbortSignal | undefined {
+  if (value !== undefined && !(value instanceof AbortSignal)) {
+    fail(TypeError, name, 'an AbortSignal', value);
+  }
+  return value;
+}
+
+/** Throws unless `value` is a plain options object (or undefined). */
+export function options(name: string, value: unknown): void {
+  if (value !== undefined && (value === null || typeof value !== 'object')) {
+    fail(TypeError, name, 'an object', value);
+  }
+}
+
+/** Throws unless `value` is one of `choices`. */
+export function oneOf<T extends string>(name: string, value: unknown, choices: readonly T[]): T {
+  if (!choices.includes(value as T)) {
+    fail(TypeError, name, `one of ${choices.map((c) => `'${c}'`).join(', ')}`, value);
+  }
+  return value as T;
+}

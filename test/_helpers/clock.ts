@@ -1,0 +1,98 @@
+/**
+ * A clock that only moves when told to: tests name instants and step between them, so what
+ * depends on time is checked as a table, never with sleeps.
+ */
+import type { Clock, TimerHandle } from '../../src/_clock.ts';
+
+interface Timer {
+  id: number;
+  at: number;
+  callback: () => void;
+}
+
+/** Lets every pending promise reaction run (a macrotask turn flushes the microtask queue). */
+export function flush(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+export class ManualClock implements Clock {
+  #now: number;
+  #nextId = 1;
+  #timers: Timer[] = [];
+
+  constructor(start = 0) {
+    this.#now = start;
+  }
+
+  now(): number {
+    return this.#now;
+  }
+
+  setTimeout(callback: () => void, ms: number): TimerHandle {
+    const timer = { id: this.#nextId++, at: this.#now + Math.max(0, ms), callback };
+    this.#timers.push(timer);
+    return timer.id;
+  }
+
+  clearTimeout(handle: TimerHandle): void {
+    this.#timers = this.#timers.filter((timer) => timer.id !== handle);
+  }
+
+  /** Timers not yet fired. */
+  get pending(): number {
+    return this.#timers.length;
+  }
+
+  /** When the next timer is due, or undefined. */
+  get nextAt(): number | undefined {
+    return this.#timers.reduce<number | undefined>((min, t) => (min === undefined || t.at < min ? t.at : min), undefined);
+  }
+
+  /**
+   * Moves time forward by `ms`, firing each due timer at its own instant, in order, and letting the
+   * promise reactions it causes run before the next one fires.
+   */
+  async advance(ms: number): Promise<void> {
+    await this.advanceTo(this.#now + ms);
+  }
+
+  async advanceTo(target: number): Promise<void> {
+    for (;;) {
+      let due: Timer | undefined;
+      for (const timer of this.#timers) {
+        if (timer.at <= target && (due === undefined || timer.at < due.at || (timer.at === due.at && timer.id < due.id))) {
+          due = timer;
+        }
+      }
+      if (due === undefined) break;
+      this.#timers = this.#timers.filter((t) => t !== due);
+      this.#now = Math.max(this.#now, due.at);
+      due.callback();
+      await flush();
+    }
+    this.#now = Math.max(this.#now, target);
+    await flush();
+  }
+}
+
+/** A promise's state, read without waiting for it. */
+export async function state(promise: Promise<unknown>): Promise<'pending' | 'fulfilled' | 'rejected'> {
+  const pending = Symbol('pending');
+  try {
+    const value = await Promise.race([promise, Promise.resolve(pending)]);
+    return value === pending ? 'pending' : 'fulfilled';
+  } catch {
+    return 'rejected';
+  }
+}
+
+/** A promise with its resolvers, for tasks the test finishes by hand. */
+export function deferred<T = void>(): { promise: Promise<T>; resolve: (value: T) => void; reject: (reason: unknown) => void } {
+  let resolve!: (value: T) => void;
+  let reject!: (reason: unknown) => void;
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  return { promise, resolve, reject };
+}
