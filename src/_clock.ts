@@ -10,16 +10,48 @@ export type TimerHandle = unknown;
 export interface Clock {
   /** A monotonic reading in milliseconds (the default is `performance.now()`). */
   now(): number;
-  /** Calls `callback` after about `ms` milliseconds; may fire early or late. */
+  /**
+   * Calls `callback` after about `ms` milliseconds. A clock's timer may fire early or late: code
+   * that must not act early re-reads `now()` when it fires.
+   */
   setTimeout(callback: () => void, ms: number): TimerHandle;
   clearTimeout(handle: TimerHandle): void;
 }
 
-/** The real clock: `performance.now()` and the global timers. */
+interface PreciseTimer {
+  timeout: ReturnType<typeof setTimeout> | undefined;
+  immediate: ReturnType<typeof setImmediate> | undefined;
+}
+
+/**
+ * Node's timers have millisecond resolution and fire up to about 1.5 ms early or late against
+ * `performance.now()`. A rate of 10 per 100 ms loses 10% of its starts to 1 ms of lateness, and
+ * breaks its limit with 1 ms of earliness. So the timer is set to fire about 1 ms before the
+ * target, and the last stretch is covered by `setImmediate` turns (~20 µs each, I/O still served).
+ */
+function preciseTimeout(callback: () => void, ms: number): PreciseTimer {
+  const target = performance.now() + ms;
+  const timer: PreciseTimer = { timeout: undefined, immediate: undefined };
+  const check = (): void => {
+    timer.timeout = timer.immediate = undefined;
+    const remaining = target - performance.now();
+    if (remaining <= 0) callback();
+    else if (remaining > 2) timer.timeout = setTimeout(check, remaining - 1);
+    else timer.immediate = setImmediate(check);
+  };
+  if (ms > 2) timer.timeout = setTimeout(check, ms - 1);
+  else timer.immediate = setImmediate(check);
+  return timer;
+}
+
+/** The real clock: `performance.now()` and timers precise to about 20 µs. */
 export const systemClock: Clock = {
   now: () => performance.now(),
-  setTimeout: (callback, ms) => setTimeout(callback, ms),
+  setTimeout: preciseTimeout,
   clearTimeout: (handle) => {
-    clearTimeout(handle as ReturnType<typeof setTimeout>);
+    const timer = handle as PreciseTimer;
+    if (timer.timeout !== undefined) clearTimeout(timer.timeout);
+    if (timer.immediate !== undefined) clearImmediate(timer.immediate);
+    timer.timeout = timer.immediate = undefined;
   },
 };

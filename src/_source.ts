@@ -31,17 +31,23 @@ export class Source<T> {
   #tail: Promise<unknown> = Promise.resolve();
 
   constructor(input: Input<T>, name = 'input') {
-    if (Array.isArray(input)) {
-      this.#array = input as T[];
+    const value: unknown = input; // callers from JavaScript may pass anything
+    if (Array.isArray(value)) {
+      this.#array = value as T[];
       this.isAsync = false;
-    } else if (input != null && typeof (input as Iterable<T>)[Symbol.iterator] === 'function') {
-      this.#iterator = (input as Iterable<T>)[Symbol.iterator]();
+    } else if (value != null && typeof (value as Iterable<T>)[Symbol.iterator] === 'function') {
+      this.#iterator = (value as Iterable<T>)[Symbol.iterator]();
       this.isAsync = false;
-    } else if (input != null && typeof (input as AsyncIterable<T>)[Symbol.asyncIterator] === 'function') {
-      this.#asyncIterator = (input as AsyncIterable<T>)[Symbol.asyncIterator]();
+    } else if (
+      value != null &&
+      typeof (value as AsyncIterable<T>)[Symbol.asyncIterator] === 'function'
+    ) {
+      this.#asyncIterator = (value as AsyncIterable<T>)[Symbol.asyncIterator]();
       this.isAsync = true;
     } else {
-      throw new TypeError(`Expected \`${name}\` to be an iterable or an async iterable, got ${describe(input)}`);
+      throw new TypeError(
+        `Expected \`${name}\` to be an iterable or an async iterable, got ${describe(input)}`,
+      );
     }
   }
 
@@ -92,6 +98,7 @@ export class Source<T> {
       this.done = true;
       throw error;
     }
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- close() may run during the await
     if (this.done) return DONE; // closed while the pull was under way
     if (result.done === true) {
       this.done = true;

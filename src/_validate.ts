@@ -8,7 +8,8 @@ export function describe(value: unknown): string {
   let shown: string;
   if (typeof value === 'string') shown = JSON.stringify(value);
   else if (typeof value === 'bigint') shown = `${value}n`;
-  else if (typeof value === 'function') shown = value.name === '' ? '[function]' : `[function ${value.name}]`;
+  else if (typeof value === 'function')
+    shown = value.name === '' ? '[function]' : `[function ${value.name}]`;
   else if (typeof value === 'symbol') shown = value.toString();
   else if (value === null || typeof value !== 'object') shown = String(value);
   else if (Array.isArray(value)) shown = '[array]';
@@ -41,7 +42,8 @@ export function number(name: string, value: unknown, min: number, infinity = fal
 
 /** Throws unless `value` is a finite number. */
 export function finite(name: string, value: unknown): number {
-  if (typeof value !== 'number' || Number.isNaN(value)) fail(TypeError, name, 'a finite number', value);
+  if (typeof value !== 'number' || Number.isNaN(value))
+    fail(TypeError, name, 'a finite number', value);
   if (!Number.isFinite(value)) fail(RangeError, name, 'a finite number', value);
   return value;
 }

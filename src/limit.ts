@@ -7,9 +7,11 @@
  * - When a slot is free, `fn` is called synchronously (as p-queue does); otherwise it is called
  *   when a slot frees, in the async context of the call that queued it.
  */
+import { systemClock } from './_clock.ts';
+import { Engine } from './_engine.ts';
 import * as v from './_validate.ts';
 import { abortError } from './errors.ts';
-import { clearTasks, schedule, Semaphore } from './semaphore.ts';
+import { clearTasks, schedule } from './semaphore.ts';
 
 /** Options for {@link limit}, in p-limit's shape. */
 export interface LimitOptions {
@@ -37,22 +39,30 @@ export interface LimitFunction {
   readonly pendingCount: number;
   /** The limit; raising it starts waiting calls at once, lowering it lets running calls finish. */
   concurrency: number;
-  /** Rejects every waiting call with an `AbortError`. Calls already running are not affected. */
-  clearQueue(): void;
+  /**
+   * Rejects every waiting call with an `AbortError`. Calls already running are not affected.
+   * A function property, not a method, so it can be passed around on its own.
+   */
+  readonly clearQueue: () => void;
   /**
    * Calls `fn(item, index)` for every item, limited like any other call; resolves to the results
    * in input order. If iterating `input` throws, rejects with that error (the calls already
    * queued still run).
    */
-  map<T, R>(input: Iterable<T>, fn: (item: T, index: number) => PromiseLike<R> | R): Promise<R[]>;
+  readonly map: <T, R>(
+    input: Iterable<T>,
+    fn: (item: T, index: number) => PromiseLike<R> | R,
+  ) => Promise<R[]>;
 }
 
 function parseOptions(options: number | LimitOptions): number {
-  if (typeof options === 'object' && options !== null) {
-    if (options.rejectOnClear !== undefined) v.boolean('rejectOnClear', options.rejectOnClear);
-    return v.integer('concurrency', options.concurrency, 1, true);
+  const value: unknown = options; // callers from JavaScript may pass anything
+  if (typeof value === 'object' && value !== null) {
+    const { concurrency, rejectOnClear } = value as LimitOptions;
+    if (rejectOnClear !== undefined) v.boolean('rejectOnClear', rejectOnClear);
+    return v.integer('concurrency', concurrency, 1, true);
   }
-  return v.integer('concurrency', options, 1, true);
+  return v.integer('concurrency', value, 1, true);
 }
 
 /**
@@ -66,44 +76,52 @@ function parseOptions(options: number | LimitOptions): number {
  * ```
  */
 export function limit(concurrency: number | LimitOptions): LimitFunction {
-  const sem = new Semaphore(parseOptions(concurrency));
+  const engine = new Engine(parseOptions(concurrency), systemClock);
 
   function limited(fn: (...args: never[]) => unknown, ...args: unknown[]): Promise<unknown> {
     if (typeof fn !== 'function') {
-      return Promise.reject(new TypeError(`Expected \`fn\` to be a function, got ${v.describe(fn)}`));
+      return Promise.reject(
+        new TypeError(`Expected \`fn\` to be a function, got ${v.describe(fn)}`),
+      );
     }
-    return schedule(sem, fn, args.length === 0 ? undefined : args);
+    return schedule(engine, fn, args.length === 0 ? undefined : args);
   }
 
   Object.defineProperties(limited, {
-    activeCount: { get: () => sem.held },
-    pendingCount: { get: () => sem.waiting },
+    activeCount: { get: () => engine.held },
+    pendingCount: { get: () => engine.line.size },
     concurrency: {
-      get: () => sem.capacity,
+      get: () => engine.capacity,
       set: (value: number) => {
-        sem.capacity = v.integer('concurrency', value, 1, true);
+        engine.capacity = v.integer('concurrency', value, 1, true);
       },
     },
     clearQueue: {
       value: () => {
-        clearTasks(sem, abortError('The queue was cleared'));
+        clearTasks(engine, abortError('The queue was cleared'));
       },
     },
     map: {
       value: (input: Iterable<unknown>, fn: (item: unknown, index: number) => unknown) => {
-        v.fn('fn', fn);
+        if (typeof fn !== 'function') {
+          return Promise.reject(
+            new TypeError(`Expected \`fn\` to be a function, got ${v.describe(fn)}`),
+          );
+        }
         const promises: Promise<unknown>[] = [];
         try {
           let index = 0;
-          for (const item of input) promises.push(limited(fn as never, item, index++));
+          for (const item of input) promises.push(limited(fn, item, index++));
         } catch (error) {
           for (const promise of promises) promise.catch(() => undefined);
-          return Promise.reject(error as Error);
+          return Promise.reject(error);
         }
         return Promise.all(promises);
       },
     },
-    toString: { value: () => `limit(${sem.held}/${sem.capacity} active, ${sem.waiting} pending)` },
+    toString: {
+      value: () => `limit(${engine.held}/${engine.capacity} active, ${engine.line.size} pending)`,
+    },
   });
   return limited as LimitFunction;
 }
@@ -124,6 +142,10 @@ export function limitFunction<Args extends unknown[], R>(
   v.fn('fn', fn);
   const run = limit(options);
   const limitedFunction = (...args: Args): Promise<R> => run(fn, ...args);
-  Object.defineProperty(limitedFunction, 'clearQueue', { value: run.clearQueue });
+  Object.defineProperty(limitedFunction, 'clearQueue', {
+    value: () => {
+      run.clearQueue();
+    },
+  });
   return limitedFunction as ((...args: Args) => Promise<R>) & Pick<LimitFunction, 'clearQueue'>;
 }

@@ -45,7 +45,13 @@ class Pipeline<T, R> {
     this.#fail((this.#signal as AbortSignal).reason);
   };
 
-  constructor(source: Source<T>, fn: Mapper<T, R>, concurrency: number, ordered: boolean, signal: AbortSignal | undefined) {
+  constructor(
+    source: Source<T>,
+    fn: Mapper<T, R>,
+    concurrency: number,
+    ordered: boolean,
+    signal: AbortSignal | undefined,
+  ) {
     this.#source = source;
     this.#fn = fn;
     this.#concurrency = concurrency;

@@ -45,9 +45,12 @@ function parse(options: MapOptions | undefined): Parsed {
   v.options('options', options);
   return {
     concurrency:
-      options?.concurrency === undefined ? Infinity : v.integer('concurrency', options.concurrency, 1, true),
+      options?.concurrency === undefined
+        ? Infinity
+        : v.integer('concurrency', options.concurrency, 1, true),
     signal: v.signal('signal', options?.signal),
-    stopOnError: options?.stopOnError === undefined ? true : v.boolean('stopOnError', options.stopOnError),
+    stopOnError:
+      options?.stopOnError === undefined ? true : v.boolean('stopOnError', options.stopOnError),
   };
 }
 
@@ -145,7 +148,9 @@ class Batch<T, R> {
           if (pulled === DONE) break;
           ({ item, index } = pulled);
           // Each worker that receives an item makes room for one more puller.
-          if (this.#workers < this.#options.concurrency && !source.done && !this.#stopped) this.#spawn();
+          // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- may stop during the await
+          if (this.#workers < this.#options.concurrency && !source.done && !this.#stopped)
+            this.#spawn();
         } else {
           index = source.index;
           item = source.nextSync();
@@ -155,6 +160,7 @@ class Batch<T, R> {
         this.#stop(error);
         break;
       }
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- may stop during the pull
       if (this.#stopped) break;
       let value: unknown;
       try {
@@ -217,7 +223,12 @@ class Batch<T, R> {
   }
 }
 
-function runBatch<T, R>(input: Input<T>, fn: Mapper<T, R>, options: MapOptions | undefined, mode: Mode): Promise<unknown[]> {
+function runBatch<T, R>(
+  input: Input<T>,
+  fn: Mapper<T, R>,
+  options: MapOptions | undefined,
+  mode: Mode,
+): Promise<unknown[]> {
   let source: Source<T>;
   let parsed: Parsed;
   try {
@@ -225,7 +236,7 @@ function runBatch<T, R>(input: Input<T>, fn: Mapper<T, R>, options: MapOptions |
     v.fn('fn', fn);
     parsed = parse(options);
   } catch (error) {
-    return Promise.reject(error as Error);
+    return Promise.reject(error);
   }
   return new Promise((resolve, reject) => {
     new Batch(source, fn, parsed, mode, resolve, reject).start();
@@ -244,7 +255,11 @@ function runBatch<T, R>(input: Input<T>, fn: Mapper<T, R>, options: MapOptions |
  * });
  * ```
  */
-export function map<T, R>(input: Input<T>, fn: Mapper<T, R>, options?: MapOptions): Promise<Awaited<R>[]> {
+export function map<T, R>(
+  input: Input<T>,
+  fn: Mapper<T, R>,
+  options?: MapOptions,
+): Promise<Awaited<R>[]> {
   return runBatch(input, fn, options, Mode.Values) as Promise<Awaited<R>[]>;
 }
 
@@ -261,9 +276,15 @@ export function mapSettled<T, R>(
   return runBatch(input, fn, options, Mode.Settled) as Promise<PromiseSettledResult<Awaited<R>>[]>;
 }
 
-function callThunk<T>(thunk: (context: MapContext) => T | PromiseLike<T>, _index: number, context: MapContext): T | PromiseLike<T> {
+function callThunk<T>(
+  thunk: (context: MapContext) => T | PromiseLike<T>,
+  _index: number,
+  context: MapContext,
+): T | PromiseLike<T> {
   if (typeof thunk !== 'function') {
-    throw new TypeError(`Expected every item of \`thunks\` to be a function, got ${v.describe(thunk)}`);
+    throw new TypeError(
+      `Expected every item of \`thunks\` to be a function, got ${v.describe(thunk)}`,
+    );
   }
   return thunk(context);
 }

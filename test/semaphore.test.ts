@@ -158,11 +158,12 @@ describe('Semaphore', () => {
       const sem = new Semaphore(1);
       let reads = 0;
       const thenable = {
-        then(resolve: (value: number) => void) {
+        then(resolve?: ((value: number) => unknown) | null) {
           reads++;
-          resolve(7);
+          resolve?.(7);
+          return thenable;
         },
-      };
+      } as PromiseLike<number>;
       assert.equal(await sem.run(() => thenable), 7);
       assert.equal(reads, 1);
     });

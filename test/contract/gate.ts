@@ -154,7 +154,10 @@ export function gateContract(name: string, make: GateFactory, options: ContractO
     it('rejects at once when the signal has already aborted, even with permits free', async () => {
       const t = make(1, new ManualClock());
       const reason = new Error('too late');
-      await assert.rejects(t.gate.acquire({ signal: AbortSignal.abort(reason) }), (e) => e === reason);
+      await assert.rejects(
+        t.gate.acquire({ signal: AbortSignal.abort(reason) }),
+        (e) => e === reason,
+      );
       assert.equal(t.held(), 0);
     });
 
@@ -163,7 +166,10 @@ export function gateContract(name: string, make: GateFactory, options: ContractO
       const t = make(1, clock);
       const holder = await t.gate.acquire();
       const timed = t.gate.acquire({ timeout: 500 });
-      const rejected = assert.rejects(timed, (error) => error instanceof TimeoutError && /after 500ms/.test(error.message));
+      const rejected = assert.rejects(
+        timed,
+        (error) => error instanceof TimeoutError && /after 500ms/.test(error.message),
+      );
       const next = t.gate.acquire();
       await clock.advance(499);
       assert.equal(await state(timed), 'pending', 't=499: still waiting');
@@ -198,7 +204,7 @@ export function gateContract(name: string, make: GateFactory, options: ContractO
       a.release();
       const b = await waiter;
       a.release();
-      assert.equal(t.held(), 1, 'the second release() of a did not free b\'s permit');
+      assert.equal(t.held(), 1, "the second release() of a did not free b's permit");
       b.release();
       assert.equal(t.held(), 0);
     });
@@ -247,21 +253,25 @@ export function gateContract(name: string, make: GateFactory, options: ContractO
       holder.release();
     });
 
-    it('lets holders finish when the capacity is lowered, and grants below it only', needs(3, true), async () => {
-      const t = make(3, new ManualClock());
-      const holders = [await t.gate.acquire(), await t.gate.acquire(), await t.gate.acquire()];
-      const log: string[] = [];
-      const waiter = track(log, 'waiter', t.gate.acquire());
-      t.setCapacity(1);
-      assert.equal(t.held(), 3, 'the holders keep their permits');
-      holders[0]!.release();
-      holders[1]!.release();
-      await flush();
-      assert.deepEqual(log, [], 'one still held: that is the new capacity');
-      holders[2]!.release();
-      await flush();
-      assert.deepEqual(log, ['waiter']);
-      (await waiter).release();
-    });
+    it(
+      'lets holders finish when the capacity is lowered, and grants below it only',
+      needs(3, true),
+      async () => {
+        const t = make(3, new ManualClock());
+        const holders = [await t.gate.acquire(), await t.gate.acquire(), await t.gate.acquire()];
+        const log: string[] = [];
+        const waiter = track(log, 'waiter', t.gate.acquire());
+        t.setCapacity(1);
+        assert.equal(t.held(), 3, 'the holders keep their permits');
+        holders[0]!.release();
+        holders[1]!.release();
+        await flush();
+        assert.deepEqual(log, [], 'one still held: that is the new capacity');
+        holders[2]!.release();
+        await flush();
+        assert.deepEqual(log, ['waiter']);
+        (await waiter).release();
+      },
+    );
   });
 }

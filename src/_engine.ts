@@ -1,0 +1,235 @@
+/**
+ * The one gate engine under every in-memory gate: a capacity of permits, a line of waiters, and an
+ * optional pacer (rate windows, a pause) consulted before each grant. `Semaphore`, `RateLimiter`,
+ * `Limiter` and `KeyedLimiter` are shells around it that differ only in what their waiters do when
+ * granted.
+ *
+ * Invariants:
+ * - `held <= capacity`, except just after `capacity` was lowered, while the holders finish;
+ * - the line is served strictly in order (higher priority first, FIFO within one): the front blocks
+ *   everyone behind it until it fits, even a lighter request that would fit now (no barging);
+ * - a waiter is in line, granted, or withdrawn, never two of these; `grant` or `fail` is called
+ *   on it at most once;
+ * - a grant happens at an instant the pacer allows, and is committed to the pacer at that instant,
+ *   so a rate counts starts, not requests;
+ * - no timer runs while nobody waits.
+ */
+import type { Clock, TimerHandle } from './_clock.ts';
+import type { Pacer } from './_pace.ts';
+import { PriorityQueue, type Entry } from './_queue.ts';
+
+/** Something waiting in the engine's line. */
+export interface Waiter extends Entry {
+  /** Called once its permits are taken (and paced): start, or hand over a permit. */
+  grant(engine: Engine): void;
+  /** Called instead, if it leaves the line without being served (close, clear). */
+  fail(reason: unknown): void;
+}
+
+export class Engine {
+  /** The line. Read it; change it only through the engine's methods. */
+  readonly line = new PriorityQueue<Waiter>();
+  readonly clock: Clock;
+  #capacity: number;
+  #held = 0;
+  #pacer: Pacer | undefined;
+  #timer: TimerHandle = undefined;
+  #timerAt = Infinity;
+  #draining = false;
+  /** Set by `close()`: every later request fails with it. */
+  closeReason: unknown = undefined;
+  closed = false;
+  peakHeld = 0;
+  granted = 0;
+  aborted = 0;
+  timedOut = 0;
+  /** Releases one permit: the callback for a task's result, one closure per engine. */
+  readonly releaseOne = (): void => {
+    this.release(1);
+  };
+
+  constructor(capacity: number, clock: Clock) {
+    this.#capacity = capacity;
+    this.clock = clock;
+  }
+
+  get capacity(): number {
+    return this.#capacity;
+  }
+
+  /**
+   * Changes the capacity (already validated). A raise serves the line at once; waiters heavier
+   * than a lowered capacity could never be served, so they fail with a RangeError.
+   */
+  set capacity(capacity: number) {
+    this.#capacity = capacity;
+    if (this.line.weight > 0) {
+      for (const waiter of [...this.line]) {
+        if (waiter.weight <= capacity) continue;
+        const error = new RangeError(
+          `Expected \`weight\` to be at most the capacity ${capacity}, got \`${waiter.weight}\` (number): it could never be granted`,
+        );
+        this.line.withdraw(waiter);
+        waiter.fail(error);
+      }
+    }
+    this.drain();
+  }
+
+  get held(): number {
+    return this.#held;
+  }
+
+  get pacer(): Pacer | undefined {
+    return this.#pacer;
+  }
+
+  /** Installs or removes the pacer, and serves the line under the new rules. */
+  setPacer(pacer: Pacer | undefined): void {
+    this.#pacer = pacer;
+    this.kick();
+  }
+
+  /** The pacer's rules changed (a new rate, a resume): re-arm the timer and serve the line. */
+  kick(): void {
+    this.#clearTimer();
+    this.drain();
+  }
+
+  /**
+   * The fast path: takes `weight` permits now if nobody waits, they fit, and the pacer allows it.
+   * Does not check `closed`.
+   */
+  tryTake(weight: number): boolean {
+    if (this.line.size > 0 || this.#held + weight > this.#capacity) return false;
+    const pacer = this.#pacer;
+    if (pacer !== undefined) {
+      const now = this.clock.now();
+      if (pacer.delay(weight, now) > 0) return false;
+      pacer.commit(weight, now);
+    }
+    this.#take(weight);
+    return true;
+  }
+
+  /** Puts `waiter` in line and serves the line (it may be granted before this returns). */
+  enqueue(waiter: Waiter, priority: number): void {
+    this.line.push(waiter, priority);
+    this.drain();
+  }
+
+  /**
+   * Takes a waiting `waiter` out of line (it is not failed), calls `then` (to settle it before
+   * anyone behind it is served), then serves the line: it may have been the front, holding back
+   * waiters that fit now.
+   */
+  withdraw(waiter: Waiter, then?: () => void): void {
+    this.line.withdraw(waiter);
+    then?.();
+    if (this.line.size === 0) this.#clearTimer();
+    else this.drain();
+  }
+
+  /** Gives back `weight` permits; throws a RangeError if that is more than is held. */
+  release(weight: number): void {
+    if (weight > this.#held) {
+      throw new RangeError(
+        `Cannot release ${weight} permit${weight === 1 ? '' : 's'}: only ${this.#held} held (${this.describe()})`,
+      );
+    }
+    this.#held -= weight;
+    this.#pacer?.release?.(weight);
+    if (this.line.size > 0) this.drain();
+  }
+
+  /** Fails every waiter with `reason` (those `keep` accepts stay in line); returns how many failed. */
+  failAll(reason: unknown, keep?: (waiter: Waiter) => boolean): number {
+    let failed = 0;
+    for (const waiter of this.line.drain()) {
+      if (keep?.(waiter) === true) {
+        this.line.push(waiter);
+      } else {
+        waiter.fail(reason);
+        failed++;
+      }
+    }
+    if (this.line.size === 0) this.#clearTimer();
+    return failed;
+  }
+
+  /** Stops the engine: every waiter and every later request fails with `reason`. */
+  close(reason: unknown): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.closeReason = reason;
+    this.failAll(reason);
+  }
+
+  /** Like `2/8 held, 5 waiting`. */
+  describe(): string {
+    return `${this.#held}/${this.#capacity} held, ${this.line.size} waiting${this.closed ? ', closed' : ''}`;
+  }
+
+  #take(weight: number): void {
+    this.#held += weight;
+    this.granted++;
+    if (this.#held > this.peakHeld) this.peakHeld = this.#held;
+  }
+
+  /**
+   * Serves the line from the front while the front fits and the pacer allows it. A grant may run
+   * user code that releases or requests synchronously: a nested call only updates the state and
+   * leaves the serving to this loop, so a long line of synchronously failing tasks does not
+   * recurse.
+   */
+  drain(): void {
+    if (this.#draining) return;
+    this.#draining = true;
+    try {
+      const line = this.line;
+      while (line.size > 0) {
+        const waiter = line.peek() as Waiter;
+        const weight = waiter.weight;
+        if (weight > this.#capacity - this.#held) break;
+        const pacer = this.#pacer;
+        if (pacer !== undefined) {
+          const now = this.clock.now();
+          const delay = pacer.delay(weight, now);
+          if (delay > 0) {
+            this.#armTimer(now, delay);
+            break;
+          }
+          pacer.commit(weight, now);
+        }
+        line.shift();
+        this.#take(weight);
+        waiter.grant(this);
+      }
+    } finally {
+      this.#draining = false;
+    }
+  }
+
+  /** One timer for the front's pacer wait. An early fire just serves the line, which re-checks. */
+  #armTimer(now: number, delay: number): void {
+    if (delay === Infinity) return; // paused until kicked
+    const at = now + delay;
+    if (this.#timer !== undefined) {
+      if (this.#timerAt <= at) return;
+      this.clock.clearTimeout(this.#timer);
+    }
+    this.#timerAt = at;
+    this.#timer = this.clock.setTimeout(() => {
+      this.#timer = undefined;
+      this.#timerAt = Infinity;
+      this.drain();
+    }, delay);
+  }
+
+  #clearTimer(): void {
+    if (this.#timer === undefined) return;
+    this.clock.clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#timerAt = Infinity;
+  }
+}

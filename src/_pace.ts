@@ -1,0 +1,204 @@
+/**
+ * Rate windows as pure state machines over explicit instants: no timers, no queue. The gates ask
+ * `delay(weight, now)` before a start and call `commit(weight, at)` when it happens.
+ *
+ * Two kinds of window:
+ * - `Spacing` (GCRA, the default): starts are spaced `interval / limit` apart, with up to `burst`
+ *   at once. In any window of `interval` there are at most `limit + burst - 1` starts.
+ * - `SlidingLog` (`window: 'sliding'`): up to `limit` at once, and never more than `limit` in any
+ *   window of `interval`: a ring of the last `limit` start instants.
+ *
+ * Invariant shared by both: a start admitted at `now` (delay 0) keeps its window's bound, counting
+ * a start of weight w as w starts at the same instant. A refused check changes nothing.
+ */
+import type { Rate } from './_parse.ts';
+
+/** An admission condition a gate consults before each start. */
+export interface Pacer {
+  /** The heaviest start it can ever admit (unlimited when absent). */
+  readonly maxWeight?: number;
+  /** Milliseconds until `weight` may start, seen at `now`: 0 for now, Infinity for "not on its own". */
+  delay(weight: number, now: number): number;
+  /** Records a start of `weight` at `at` (now, or the future instant a reservation booked). */
+  commit(weight: number, at: number): void;
+  /** Told when permits of a start it admitted are given back (for a pacer that lends slots). */
+  release?(weight: number): void;
+}
+
+/** Undoes one commit, if nothing was committed after it. */
+export type Undo = () => boolean;
+
+export interface Window extends Pacer {
+  readonly rate: Rate;
+  /** The heaviest start this window can ever admit. */
+  readonly maxWeight: number;
+  /** Like `commit`, returning how to take it back. */
+  book(weight: number, at: number): Undo;
+}
+
+/**
+ * GCRA (the generic cell rate algorithm of ATM networks, the leaky bucket as a meter): a
+ * theoretical arrival time `tat` advances by `interval / limit` per start. A start at `now` is
+ * admitted when `max(tat, now) + (weight - burst) * T <= now`.
+ */
+export class Spacing implements Window {
+  readonly rate: Rate;
+  readonly maxWeight: number;
+  /**
+   * The emission interval, a hair above interval / limit so that rounding can never put `limit`
+   * spacings under `interval` (that hair costs a billionth of the throughput).
+   */
+  readonly #t: number;
+  #tat = -Infinity;
+  #commits = 0;
+
+  constructor(rate: Rate, burst: number) {
+    this.rate = rate;
+    this.maxWeight = burst;
+    this.#t = (rate.interval / rate.limit) * (1 + 1e-9);
+  }
+
+  delay(weight: number, now: number): number {
+    const allowAt = Math.max(this.#tat, now) + (weight - this.maxWeight) * this.#t;
+    return allowAt > now ? allowAt - now : 0;
+  }
+
+  commit(weight: number, at: number): void {
+    this.#tat = Math.max(this.#tat, at) + weight * this.#t;
+    this.#commits++;
+  }
+
+  /** A window for another rate or burst, that goes on from where this one stands. */
+  resized(rate: Rate, burst: number): Spacing {
+    const next = new Spacing(rate, burst);
+    // The next start is due one new interval after the last one, not one old interval.
+    if (this.#tat !== -Infinity) next.#tat = this.#tat - this.#t + next.#t;
+    return next;
+  }
+
+  book(weight: number, at: number): Undo {
+    const before = this.#tat;
+    this.commit(weight, at);
+    const after = this.#tat;
+    const commits = this.#commits;
+    return () => {
+      if (this.#commits !== commits || this.#tat !== after) return false;
+      this.#tat = before;
+      this.#commits++;
+      return true;
+    };
+  }
+}
+
+/**
+ * A sliding log: the instants of the last `limit` unit starts, oldest first, in a ring. A start of
+ * weight w is admitted when the w-th oldest of them has left the window (and never before the
+ * newest, so that booked future starts keep the log in order).
+ */
+export class SlidingLog implements Window {
+  readonly rate: Rate;
+  readonly maxWeight: number;
+  readonly #log: Float64Array;
+  #head = 0;
+  #commits = 0;
+
+  constructor(rate: Rate) {
+    this.rate = rate;
+    this.maxWeight = rate.limit;
+    this.#log = new Float64Array(rate.limit).fill(-Infinity);
+  }
+
+  delay(weight: number, now: number): number {
+    const log = this.#log;
+    const wthOldest = log[(this.#head + weight - 1) % log.length]!;
+    const newest = log[(this.#head + log.length - 1) % log.length]!;
+    const allowAt = Math.max(wthOldest + this.rate.interval, newest);
+    return allowAt > now ? allowAt - now : 0;
+  }
+
+  commit(weight: number, at: number): void {
+    const log = this.#log;
+    for (let i = 0; i < weight; i++) {
+      log[this.#head] = at;
+      this.#head = (this.#head + 1) % log.length;
+    }
+    this.#commits++;
+  }
+
+  book(weight: number, at: number): Undo {
+    const log = this.#log;
+    const overwritten = Array.from(
+      { length: weight },
+      (_, i) => log[(this.#head + i) % log.length]!,
+    );
+    this.commit(weight, at);
+    const commits = this.#commits;
+    return () => {
+      if (this.#commits !== commits) return false;
+      for (let i = weight; i > 0; i--) {
+        this.#head = (this.#head + log.length - 1) % log.length;
+        log[this.#head] = overwritten[i - 1]!;
+      }
+      this.#commits++;
+      return true;
+    };
+  }
+
+  /** A log for another limit over the same history: the most recent starts carry over. */
+  resized(rate: Rate): SlidingLog {
+    const next = new SlidingLog(rate);
+    const log = this.#log;
+    const keep = Math.min(log.length, rate.limit);
+    for (let i = keep; i > 0; i--) {
+      const at = log[(this.#head + log.length - i) % log.length]!;
+      if (at !== -Infinity) next.commit(1, at);
+    }
+    return next;
+  }
+}
+
+/**
+ * Several windows checked and committed together: a start is admitted only when every window
+ * allows it, and a refused window consumes nothing. Plus a pause, for a server's Retry-After.
+ */
+export class Pace implements Pacer {
+  windows: Window[];
+  /** No start before this instant (Infinity: paused until resumed). */
+  pausedUntil = -Infinity;
+
+  constructor(windows: Window[]) {
+    this.windows = windows;
+  }
+
+  /** The heaviest start every window can admit. */
+  get maxWeight(): number {
+    let max = Infinity;
+    for (const window of this.windows) max = Math.min(max, window.maxWeight);
+    return max;
+  }
+
+  delay(weight: number, now: number): number {
+    let delay = this.pausedUntil > now ? this.pausedUntil - now : 0;
+    for (const window of this.windows) {
+      const d = window.delay(weight, now);
+      if (d > delay) delay = d;
+    }
+    return delay;
+  }
+
+  commit(weight: number, at: number): void {
+    for (const window of this.windows) window.commit(weight, at);
+  }
+
+  /** Whether, from `now` on, this pace remembers nothing that could hold a start back. */
+  settledBy(now: number): boolean {
+    if (this.pausedUntil > now) return false;
+    for (const window of this.windows) if (window.delay(window.maxWeight, now) > 0) return false;
+    return true;
+  }
+
+  book(weight: number, at: number): Undo {
+    const undos = this.windows.map((window) => window.book(weight, at));
+    return () => undos.map((undo) => undo()).every(Boolean);
+  }
+}

@@ -1,0 +1,268 @@
+/**
+ * `KeyedLimiter`: a `Limiter` per key (per host, per tenant) under one global concurrency, served
+ * round-robin so that one hot key cannot starve the rest.
+ *
+ * How the global share works: each key's limiter consults a `KeyPacer` before every start. A key
+ * whose next task is otherwise ready, but finds the global concurrency taken or another key ahead
+ * of it, joins a ring of keys waiting for a global slot. When a global slot frees, the key at the
+ * front of the ring gets one start, and if it still has ready work it joins the ring again at the
+ * back: one start per key per turn, whatever each key's backlog.
+ *
+ * Invariants: the global permits held equal the sum over keys of what their tasks hold; a key is in
+ * the ring at most once; a start is committed to its key's rate at the instant it happens.
+ */
+import { Deque } from './_deque.ts';
+import type { Pace, Pacer } from './_pace.ts';
+import * as v from './_validate.ts';
+import { ClosedError } from './errors.ts';
+import {
+  isForgettable,
+  Limiter,
+  serveLine,
+  wrapPace,
+  type CloseOptions,
+  type LimiterOptions,
+  type ScheduleOptions,
+  type TaskContext,
+} from './limiter.ts';
+import { systemClock } from './_clock.ts';
+
+/** Options for {@link KeyedLimiter}. */
+export interface KeyedLimiterOptions {
+  /** At most this many tasks (by weight) run at once across all keys. @default Infinity */
+  concurrency?: number;
+  /** The limits of each key: any `Limiter` option (concurrency, rate, retry, timeout, …). */
+  perKey?: Omit<LimiterOptions, 'clock'>;
+  /**
+   * Milliseconds a key must have been idle (nothing running or waiting, and no rate history that
+   * could still hold a start back) before its limiter is forgotten. @default 60_000
+   */
+  idleTtl?: number;
+  clock?: LimiterOptions['clock'];
+}
+
+/** The global concurrency shared by the keys, and the ring of keys waiting for it. */
+class Global {
+  capacity: number;
+  held = 0;
+  readonly ring = new Deque<KeyPacer>();
+  /** The key whose turn it is, while `pump()` serves it. */
+  turn: KeyPacer | undefined;
+  #pumping = false;
+
+  constructor(capacity: number) {
+    this.capacity = capacity;
+  }
+
+  register(key: KeyPacer): void {
+    if (key.inRing) return;
+    key.inRing = true;
+    this.ring.push(key);
+  }
+
+  /** Gives free global slots to the keys in the ring, one start per key per turn. */
+  pump(): void {
+    if (this.#pumping) return;
+    this.#pumping = true;
+    try {
+      while (this.held < this.capacity && this.ring.size > 0) {
+        const key = this.ring.shift() as KeyPacer;
+        key.inRing = false;
+        this.turn = key;
+        key.serve();
+        this.turn = undefined;
+      }
+    } finally {
+      this.#pumping = false;
+    }
+  }
+}
+
+/** A key's pace, plus its claim on the global concurrency. */
+class KeyPacer implements Pacer {
+  readonly #pace: Pace;
+  readonly #global: Global;
+  inRing = false;
+  /** Serves the key's line (set once its limiter exists). */
+  serve: () => void = () => undefined;
+
+  constructor(pace: Pace, global: Global) {
+    this.#pace = pace;
+    this.#global = global;
+  }
+
+  get maxWeight(): number {
+    return Math.min(this.#pace.maxWeight, this.#global.capacity);
+  }
+
+  delay(weight: number, now: number): number {
+    const own = this.#pace.delay(weight, now);
+    if (own > 0) return own;
+    const global = this.#global;
+    // Ready but for the global share: take a slot if it is this key's turn, or if nobody else is
+    // waiting for one; otherwise wait in the ring.
+    if (global.held + weight <= global.capacity) {
+      if (global.turn === this || (global.turn === undefined && global.ring.size === 0)) return 0;
+    }
+    global.register(this);
+    return Infinity;
+  }
+
+  commit(weight: number, at: number): void {
+    this.#pace.commit(weight, at);
+    this.#global.held += weight;
+    if (this.#global.turn === this) this.#global.turn = undefined;
+  }
+
+  release(weight: number): void {
+    this.#global.held -= weight;
+    this.#global.pump();
+  }
+}
+
+interface Entry {
+  limiter: Limiter;
+  pacer: KeyPacer;
+  /** When the key last became idle, or Infinity while it is busy. */
+  idleSince: number;
+}
+
+/**
+ * Per-key limits under a global concurrency, with fair scheduling across keys: round-robin between
+ * the keys that have work ready, so a hot key with a long backlog gets one start per turn like
+ * any other. What per-host or per-tenant limits need.
+ *
+ * @example
+ * ```ts
+ * const hosts = new KeyedLimiter({ concurrency: 50, perKey: { concurrency: 4, rate: '10/s' } });
+ * const page = await hosts.schedule(new URL(url).host, ({ signal }) => fetch(url, { signal }));
+ * ```
+ */
+export class KeyedLimiter<K = string> {
+  readonly #global: Global;
+  readonly #perKey: Omit<LimiterOptions, 'clock'>;
+  readonly #idleTtl: number;
+  readonly #clock: NonNullable<LimiterOptions['clock']>;
+  readonly #keys = new Map<K, Entry>();
+  #lastSweep = -Infinity;
+  #closed: ClosedError | undefined;
+
+  constructor(options: KeyedLimiterOptions = {}) {
+    v.options('options', options);
+    const concurrency =
+      options.concurrency === undefined
+        ? Infinity
+        : v.integer('concurrency', options.concurrency, 1, true);
+    v.options('perKey', options.perKey);
+    this.#perKey = { ...options.perKey };
+    this.#idleTtl =
+      options.idleTtl === undefined ? 60_000 : v.number('idleTtl', options.idleTtl, 0, true);
+    this.#clock = options.clock ?? systemClock;
+    this.#global = new Global(concurrency);
+    // Check the per-key options once, now, rather than at the first key.
+    new Limiter({ ...this.#perKey, clock: this.#clock });
+  }
+
+  /** The global concurrency. Settable: a raise starts waiting tasks at once. */
+  get concurrency(): number {
+    return this.#global.capacity;
+  }
+
+  set concurrency(concurrency: number) {
+    this.#global.capacity = v.integer('concurrency', concurrency, 1, true);
+    this.#global.pump();
+  }
+
+  /** Tasks running across all keys (by weight). */
+  get activeCount(): number {
+    return this.#global.held;
+  }
+
+  /** Tasks waiting across all keys. */
+  get pendingCount(): number {
+    let pending = 0;
+    for (const { limiter } of this.#keys.values()) pending += limiter.pendingCount;
+    return pending;
+  }
+
+  /** How many keys have a limiter now. */
+  get size(): number {
+    return this.#keys.size;
+  }
+
+  /** Runs `fn` within `key`'s limits and the global concurrency. See `Limiter.schedule()`. */
+  schedule<T>(
+    key: K,
+    fn: (context: TaskContext) => T | PromiseLike<T>,
+    options?: ScheduleOptions,
+  ): Promise<Awaited<T>> {
+    if (this.#closed !== undefined) return Promise.reject(this.#closed);
+    this.#sweep();
+    const entry = this.#entry(key);
+    entry.idleSince = Infinity;
+    return entry.limiter.schedule(fn, options);
+  }
+
+  /** The limiter of `key`, made on first use: to pause a key, read its stats, or listen to its events. */
+  limiterFor(key: K): Limiter {
+    return this.#entry(key).limiter;
+  }
+
+  #entry(key: K): Entry {
+    let entry = this.#keys.get(key);
+    if (entry === undefined) {
+      const limiter = new Limiter({ ...this.#perKey, clock: this.#clock });
+      const pacer = wrapPace(limiter, (pace) => new KeyPacer(pace, this.#global));
+      pacer.serve = () => {
+        serveLine(limiter);
+      };
+      const created: Entry = { limiter, pacer, idleSince: this.#clock.now() };
+      limiter.on('idle', () => {
+        created.idleSince = this.#clock.now();
+      });
+      entry = created;
+      this.#keys.set(key, entry);
+    }
+    return entry;
+  }
+
+  /** Resolves when no key has anything running, waiting or backing off. */
+  async onIdle(): Promise<void> {
+    for (;;) {
+      const busy = [...this.#keys.values()].filter(({ limiter }) => !limiter.isIdle);
+      if (busy.length === 0) return;
+      await Promise.all(busy.map(({ limiter }) => limiter.onIdle()));
+    }
+  }
+
+  /** Closes every key's limiter (see `Limiter.close()`); later `schedule()` calls reject. */
+  async close(options?: CloseOptions): Promise<void> {
+    this.#closed ??= new ClosedError('the keyed limiter is closed');
+    await Promise.all([...this.#keys.values()].map(({ limiter }) => limiter.close(options)));
+  }
+
+  /** Like `KeyedLimiter(12/50 active, 30 pending, 7 keys)`. */
+  toString(): string {
+    return `KeyedLimiter(${this.activeCount}/${this.concurrency} active, ${this.pendingCount} pending, ${this.size} keys)`;
+  }
+
+  [Symbol.for('nodejs.util.inspect.custom')](): string {
+    return this.toString();
+  }
+
+  /** Forgets keys idle for `idleTtl`, at most twice per `idleTtl`: no timer, so an idle process can exit. */
+  #sweep(): void {
+    const now = this.#clock.now();
+    if (now - this.#lastSweep < this.#idleTtl / 2) return;
+    this.#lastSweep = now;
+    for (const [key, entry] of this.#keys) {
+      if (
+        now - entry.idleSince >= this.#idleTtl &&
+        isForgettable(entry.limiter, now) &&
+        !entry.pacer.inRing
+      ) {
+        this.#keys.delete(key);
+      }
+    }
+  }
+}

@@ -1,0 +1,265 @@
+/**
+ * `RateLimiter`: at most `limit` starts per `interval`, exactly, on an injectable clock.
+ *
+ * Built on the gate engine with an unlimited capacity and a pacer of rate windows (`_pace.ts`):
+ * callers wait in a FIFO line, the front is admitted at the first instant every window allows,
+ * and one timer (for the front only) wakes the line. A timer that fires early changes nothing:
+ * the line re-reads the clock and the windows decide.
+ */
+import { request, tooHeavy } from './_acquire.ts';
+import { systemClock, type Clock } from './_clock.ts';
+import { Engine } from './_engine.ts';
+import { Pace, SlidingLog, Spacing, type Window } from './_pace.ts';
+import { formatRate, parseRate, type Rate, type RateSpec } from './_parse.ts';
+import * as v from './_validate.ts';
+import { ClosedError } from './errors.ts';
+
+export type { Rate, RateSpec } from './_parse.ts';
+
+/** How a window counts. See {@link RateOptions.window}. */
+export type WindowKind = 'spaced' | 'sliding';
+
+/** The rate part of the options of `RateLimiter`, `Limiter` and `KeyedLimiter`. */
+export interface RateOptions {
+  /** One rate or several (`['10/s', '500/min']`), every one of them kept at once. */
+  rate?: RateSpec | readonly RateSpec[];
+  /**
+   * With `window: 'spaced'`: how many may start at once. Starts are otherwise spaced
+   * `interval / limit` apart; in any window of `interval` at most `limit + burst - 1` start.
+   * @default 1
+   */
+  burst?: number;
+  /**
+   * `'spaced'`: starts are spread evenly (GCRA), safe with servers that refuse bursts (a leaky
+   * bucket, nginx `limit_req`). `'sliding'`: up to `limit` at once, never more than `limit` in
+   * any window of `interval` (a sliding log), for servers that count per window. @default 'spaced'
+   */
+  window?: WindowKind;
+}
+
+/** Options for {@link RateLimiter}. */
+export interface RateLimiterOptions extends RateOptions {
+  rate: RateSpec | readonly RateSpec[];
+  /** The clock the windows are measured on. @default the system clock */
+  clock?: Clock;
+}
+
+/** Options for {@link RateLimiter.wait}. */
+export interface WaitOptions {
+  /** How many starts this one counts as. @default 1 */
+  weight?: number;
+  /** Aborting it withdraws the request: the promise rejects with `signal.reason`. */
+  signal?: AbortSignal | undefined;
+  /** Milliseconds to wait before giving up with a `TimeoutError`. @default Infinity */
+  timeout?: number;
+}
+
+/** A booked start: see {@link RateLimiter.reserve}. */
+export interface Reservation {
+  /** Milliseconds from the booking until the start may happen (0: at once). */
+  readonly delay: number;
+  /** The clock instant of the start. */
+  readonly at: number;
+  /**
+   * Gives the slot back if its instant has not come and nothing was booked after it; returns
+   * whether it did. A slot that cannot be given back stays used: the limit is never exceeded.
+   */
+  cancel(): boolean;
+}
+
+/** Parsed rate windows and how they count. @internal */
+export interface ParsedRate {
+  rates: Rate[];
+  burst: number;
+  window: WindowKind;
+}
+
+/** Checks the rate options (`name` prefixes the option names in errors). @internal */
+export function parseRateOptions(options: RateOptions, name = ''): ParsedRate {
+  const prefix = name === '' ? '' : `${name}.`;
+  const specs =
+    options.rate === undefined ? [] : Array.isArray(options.rate) ? options.rate : [options.rate];
+  const rates = (specs as unknown[]).map((spec, i) =>
+    parseRate(
+      specs.length === 1 && !Array.isArray(options.rate) ? `${prefix}rate` : `${prefix}rate[${i}]`,
+      spec,
+    ),
+  );
+  const window =
+    options.window === undefined
+      ? 'spaced'
+      : v.oneOf(`${prefix}window`, options.window, ['spaced', 'sliding'] as const);
+  const burst = options.burst === undefined ? 1 : v.integer(`${prefix}burst`, options.burst, 1);
+  if (window === 'sliding' && options.burst !== undefined) {
+    throw new TypeError(
+      `\`${prefix}burst\` applies to window 'spaced' only: a sliding window admits its whole limit at once`,
+    );
+  }
+  for (const [i, rate] of rates.entries()) {
+    if (window === 'spaced' && burst > rate.limit) {
+      throw new RangeError(
+        `Expected \`${prefix}burst\` to be at most the limit of every rate, got \`${burst}\` (number) for ${formatRate(rates[i]!)}`,
+      );
+    }
+  }
+  return { rates, burst, window };
+}
+
+/** Builds the windows for parsed rates, carrying over the history of `previous` where it can. @internal */
+export function buildWindows(parsed: ParsedRate, previous: readonly Window[] = []): Window[] {
+  return parsed.rates.map((rate, i) => {
+    const old = previous[i];
+    if (parsed.window === 'sliding') {
+      return old instanceof SlidingLog ? old.resized(rate) : new SlidingLog(rate);
+    }
+    return old instanceof Spacing
+      ? old.resized(rate, parsed.burst)
+      : new Spacing(rate, parsed.burst);
+  });
+}
+
+/**
+ * Admits at most `limit` starts per `interval`, on an injectable clock. Callers `wait()` in a
+ * FIFO line; several rates are kept at once, and a start is admitted only when all allow it.
+ *
+ * ## Exactness
+ * Starts are measured with the clock (`performance.now()` by default). With the default spaced
+ * window, no window of `interval` ever holds more than `limit + burst - 1` starts; with
+ * `window: 'sliding'`, never more than `limit`. A timer that fires early admits nothing: the line
+ * re-reads the clock.
+ *
+ * ## Fairness
+ * FIFO, no barging: a waiting heavy request blocks later lighter ones, and `tryTake` fails while
+ * anyone waits. `reserve()` does not wait in line: it books the next free slot directly.
+ *
+ * @example
+ * ```ts
+ * const rate = new RateLimiter('10/s');
+ * for (const url of urls) {
+ *   await rate.wait();
+ *   void fetch(url);
+ * }
+ * ```
+ */
+export class RateLimiter {
+  readonly #engine: Engine;
+  readonly #pace: Pace;
+  #parsed: ParsedRate;
+
+  constructor(options: RateSpec | readonly RateSpec[] | RateLimiterOptions) {
+    const value: unknown = options;
+    const isOptions =
+      typeof value === 'object' && value !== null && !Array.isArray(value) && 'rate' in value;
+    const o: RateLimiterOptions = isOptions
+      ? (options as RateLimiterOptions)
+      : { rate: options as RateSpec };
+    if ((o.rate as unknown) === undefined)
+      throw new TypeError('Expected `rate` to be a rate like "10/s", got `undefined` (undefined)');
+    this.#parsed = parseRateOptions(o);
+    if (this.#parsed.rates.length === 0)
+      throw new RangeError('Expected `rate` to hold at least one rate, got `[array]` (array)');
+    this.#pace = new Pace(buildWindows(this.#parsed));
+    this.#engine = new Engine(Infinity, o.clock ?? systemClock);
+    this.#engine.setPacer(this.#pace);
+  }
+
+  /** The rates kept, as written: `['10/s', '500/min']`. Settable, with the same forms. */
+  get rate(): string[] {
+    return this.#parsed.rates.map(formatRate);
+  }
+
+  set rate(rate: RateSpec | readonly RateSpec[]) {
+    const parsed = parseRateOptions({
+      rate,
+      window: this.#parsed.window,
+      burst: this.#parsed.burst,
+    });
+    if (parsed.rates.length === 0)
+      throw new RangeError('Expected `rate` to hold at least one rate, got `[array]` (array)');
+    this.#parsed = parsed;
+    this.#pace.windows = buildWindows(parsed, this.#pace.windows);
+    this.#engine.kick();
+  }
+
+  /** Requests waiting in line. */
+  get waiting(): number {
+    return this.#engine.line.size;
+  }
+
+  /** Milliseconds until a start of weight 1 would be admitted, ignoring the line (0: now). */
+  get retryAfter(): number {
+    return this.#pace.delay(1, this.#engine.clock.now());
+  }
+
+  /**
+   * Waits in line until a start of `weight` is admitted. Rejects with `signal.reason` if aborted,
+   * a `TimeoutError` if `timeout` elapses first (either way nothing is consumed), and a
+   * `RangeError` at once if `weight` exceeds what the rate can ever admit at once.
+   */
+  wait(options?: WaitOptions): Promise<void> {
+    if (options !== undefined) v.options('options', options);
+    return request(
+      this.#engine,
+      options,
+      (engine, weight) => {
+        engine.release(weight); // a rate holds nothing: the start is all it counts
+      },
+      'wait',
+    );
+  }
+
+  /** Admits a start of `weight` now if the rate allows it and nobody waits; returns whether it did. */
+  tryTake(weight = 1): boolean {
+    v.integer('weight', weight, 1);
+    const engine = this.#engine;
+    if (engine.closed) throw engine.closeReason;
+    const heavy = tooHeavy(engine, weight);
+    if (heavy !== undefined) throw heavy;
+    if (!engine.tryTake(weight)) return false;
+    engine.release(weight);
+    return true;
+  }
+
+  /**
+   * Books the earliest start the rate allows for `weight`, and says when it is: the caller waits
+   * `delay` ms, then starts. One call, no line, no polling. It does not queue behind callers of
+   * `wait()`: mixing the two lets reservations go first.
+   */
+  reserve(weight = 1): Reservation {
+    v.integer('weight', weight, 1);
+    const engine = this.#engine;
+    if (engine.closed) throw engine.closeReason;
+    const heavy = tooHeavy(engine, weight);
+    if (heavy !== undefined) throw heavy;
+    const now = engine.clock.now();
+    const delay = this.#pace.delay(weight, now);
+    const at = now + delay;
+    const undo = this.#pace.book(weight, at);
+    engine.kick(); // the windows moved: the front's timer may be due later now
+    let cancelled = false;
+    return {
+      delay,
+      at,
+      cancel: () => {
+        if (cancelled || engine.clock.now() >= at) return false;
+        cancelled = undo();
+        if (cancelled) engine.kick();
+        return cancelled;
+      },
+    };
+  }
+
+  /** Rejects every waiter, and every later request, with `reason` (a `ClosedError` by default). */
+  close(reason: unknown = new ClosedError('the rate limiter is closed')): void {
+    this.#engine.close(reason);
+  }
+
+  /** Like `RateLimiter(10/s, 3 waiting)`. */
+  toString(): string {
+    return `RateLimiter(${this.rate.join(' and ')}, ${this.#engine.line.size} waiting${this.#engine.closed ? ', closed' : ''})`;
+  }
+
+  [Symbol.for('nodejs.util.inspect.custom')](): string {
+    return this.toString();
+  }
+}
