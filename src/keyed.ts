@@ -27,12 +27,18 @@ import {
 } from './limiter.ts';
 import { systemClock } from './_clock.ts';
 
+/** The options of one key's limiter. */
+export type PerKeyOptions = Omit<LimiterOptions, 'clock'>;
+
 /** Options for {@link KeyedLimiter}. */
-export interface KeyedLimiterOptions {
+export interface KeyedLimiterOptions<K = string> {
   /** At most this many tasks (by weight) run at once across all keys. @default Infinity */
   concurrency?: number;
-  /** The limits of each key: any `Limiter` option (concurrency, rate, retry, timeout, …). */
-  perKey?: Omit<LimiterOptions, 'clock'>;
+  /**
+   * The limits of each key: any `Limiter` option (concurrency, rate, retry, timeout, …), or a
+   * function of the key that returns them (for per-key overrides).
+   */
+  perKey?: PerKeyOptions | ((key: K) => PerKeyOptions);
   /**
    * Milliseconds a key must have been idle (nothing running or waiting, and no rate history that
    * could still hold a start back) before its limiter is forgotten. @default 60_000
@@ -140,27 +146,32 @@ interface Entry {
  */
 export class KeyedLimiter<K = string> {
   readonly #global: Global;
-  readonly #perKey: Omit<LimiterOptions, 'clock'>;
+  readonly #perKey: PerKeyOptions | ((key: K) => PerKeyOptions);
   readonly #idleTtl: number;
   readonly #clock: NonNullable<LimiterOptions['clock']>;
   readonly #keys = new Map<K, Entry>();
   #lastSweep = -Infinity;
   #closed: ClosedError | undefined;
 
-  constructor(options: KeyedLimiterOptions = {}) {
+  constructor(options: KeyedLimiterOptions<K> = {}) {
     v.options('options', options);
     const concurrency =
       options.concurrency === undefined
         ? Infinity
         : v.integer('concurrency', options.concurrency, 1, true);
-    v.options('perKey', options.perKey);
-    this.#perKey = { ...options.perKey };
+    const perKey = options.perKey;
+    if (typeof perKey === 'function') {
+      this.#perKey = perKey;
+    } else {
+      v.options('perKey', perKey);
+      this.#perKey = { ...perKey };
+    }
     this.#idleTtl =
       options.idleTtl === undefined ? 60_000 : v.number('idleTtl', options.idleTtl, 0, true);
     this.#clock = options.clock ?? systemClock;
     this.#global = new Global(concurrency);
-    // Check the per-key options once, now, rather than at the first key.
-    new Limiter({ ...this.#perKey, clock: this.#clock });
+    // Check fixed per-key options once, now, rather than at the first key.
+    if (typeof this.#perKey !== 'function') new Limiter({ ...this.#perKey, clock: this.#clock });
   }
 
   /** The global concurrency. Settable: a raise starts waiting tasks at once. */
@@ -198,7 +209,12 @@ export class KeyedLimiter<K = string> {
   ): Promise<Awaited<T>> {
     if (this.#closed !== undefined) return Promise.reject(this.#closed);
     this.#sweep();
-    const entry = this.#entry(key);
+    let entry: Entry;
+    try {
+      entry = this.#entry(key);
+    } catch (error) {
+      return Promise.reject(error); // options for this key that a Limiter refuses
+    }
     entry.idleSince = Infinity;
     return entry.limiter.schedule(fn, options);
   }
@@ -211,7 +227,8 @@ export class KeyedLimiter<K = string> {
   #entry(key: K): Entry {
     let entry = this.#keys.get(key);
     if (entry === undefined) {
-      const limiter = new Limiter({ ...this.#perKey, clock: this.#clock });
+      const perKey = typeof this.#perKey === 'function' ? this.#perKey(key) : this.#perKey;
+      const limiter = new Limiter({ ...perKey, clock: this.#clock });
       const pacer = wrapPace(limiter, (pace) => new KeyPacer(pace, this.#global));
       pacer.serve = () => {
         serveLine(limiter);

@@ -1,0 +1,97 @@
+/**
+ * `createRequest(options)`: the same limits as `createFetch()`, on undici's `request` API (no
+ * WHATWG streams, about twice the throughput): what the CLI uses on its hot path.
+ */
+import { once } from 'node:events';
+import type { Readable } from 'node:stream';
+import { request as undiciRequest } from 'undici';
+import {
+  HttpClient,
+  type CallOptions,
+  type HttpOptions,
+  type RequestReport,
+  type Sent,
+} from './client.ts';
+
+/** A request for {@link createRequest}. */
+export interface LimitedRequest {
+  method?: string;
+  headers?: Record<string, string>;
+  body?: string | Uint8Array;
+  signal?: AbortSignal | undefined;
+  priority?: number;
+  onReport?: (report: RequestReport) => void;
+}
+
+/** A response: read or dump `body`, always (the origin's slot is held until it ends). */
+export interface LimitedResponse {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  /** The body: `for await` its chunks, or `.text()`, `.json()`, `.arrayBuffer()`, `.dump()`. */
+  body: Readable & {
+    text(): Promise<string>;
+    json(): Promise<unknown>;
+    arrayBuffer(): Promise<ArrayBuffer>;
+    dump(options?: { limit: number }): Promise<void>;
+  };
+}
+
+export interface LimitedRequestFunction {
+  (url: string | URL, options?: LimitedRequest): Promise<LimitedResponse>;
+  readonly client: HttpClient;
+  close(): Promise<void>;
+}
+
+function first(value: string | string[] | undefined): string | null {
+  if (value === undefined) return null;
+  return Array.isArray(value) ? (value[0] ?? null) : value;
+}
+
+/**
+ * Returns a function that sends requests within the limits (see `createFetch()`), answering with
+ * undici's `{ status, headers, body }` where `body` is a Node stream.
+ */
+export function createRequest(options?: HttpOptions): LimitedRequestFunction {
+  const client = new HttpClient(options);
+  const limited = (url: string | URL, request: LimitedRequest = {}): Promise<LimitedResponse> => {
+    const target = url instanceof URL ? url : new URL(url);
+    const method = (request.method ?? 'GET').toUpperCase();
+    const call: CallOptions = {
+      signal: request.signal,
+      priority: request.priority,
+      onReport: request.onReport,
+    };
+    return client.run(
+      target,
+      method,
+      async ({ signal, dispatcher }): Promise<Sent<LimitedResponse>> => {
+        const response = await undiciRequest(target, {
+          method: method as 'GET',
+          headers: request.headers,
+          body: request.body,
+          signal,
+          dispatcher,
+        });
+        const body = response.body;
+        const done = body.closed ? Promise.resolve() : once(body, 'close').then(() => undefined);
+        return {
+          status: response.statusCode,
+          header: (name) => first(response.headers[name]),
+          discard: () => body.dump(),
+          done,
+          value: {
+            status: response.statusCode,
+            headers: response.headers,
+            body,
+          },
+        };
+      },
+      call,
+    );
+  };
+  Object.defineProperties(limited, {
+    client: { value: client },
+    close: { value: () => client.close() },
+  });
+  return limited as LimitedRequestFunction;
+}
