@@ -3,6 +3,7 @@
  * every gate. Cancellation lives here, in one place: an aborted or timed-out request leaves the
  * line (the engine serves whoever it was holding back) and rejects, holding nothing.
  */
+import { Timer } from './_clock.ts';
 import type { Engine, Waiter } from './_engine.ts';
 import { onAbort } from './_signals.ts';
 import * as v from './_validate.ts';
@@ -44,7 +45,7 @@ export function tooHeavy(engine: Engine, weight: number): RangeError | undefined
   const maxWeight = engine.pacer?.maxWeight ?? Infinity;
   if (weight > maxWeight) {
     return new RangeError(
-      `Expected \`weight\` to be at most ${maxWeight}, the most the rate admits at once (raise \`burst\`), got \`${weight}\` (number): it could never be admitted`,
+      `Expected \`weight\` to be at most ${maxWeight}, the most the rate admits at once, got \`${weight}\` (number): it could never be admitted`,
     );
   }
   return undefined;
@@ -93,7 +94,7 @@ class Acquirer<T> implements Waiter {
   readonly #reject: (reason: unknown) => void;
   readonly #onGrant: (engine: Engine, weight: number) => T;
   #unwatch: (() => void) | undefined;
-  #timer: unknown;
+  #timer: Timer | undefined;
   #engine: Engine | undefined;
   /** Whether it was served. */
   granted = false;
@@ -119,13 +120,13 @@ class Acquirer<T> implements Waiter {
       });
     }
     if (timeout !== Infinity) {
-      this.#timer = engine.clock.setTimeout(() => {
+      this.#timer = new Timer(engine.clock, timeout, () => {
         this.#timer = undefined;
         engine.timedOut++;
         this.cancel(
           new TimeoutError(`${verb} timed out after ${timeout}ms (${engine.describe()})`, timeout),
         );
-      }, timeout);
+      });
     }
   }
 
@@ -151,7 +152,7 @@ class Acquirer<T> implements Waiter {
 
   #detach(): void {
     this.#unwatch?.();
-    if (this.#timer !== undefined) this.#engine?.clock.clearTimeout(this.#timer);
+    this.#timer?.cancel();
     this.#unwatch = this.#timer = undefined;
   }
 }

@@ -55,3 +55,40 @@ export const systemClock: Clock = {
     timer.timeout = timer.immediate = undefined;
   },
 };
+
+/**
+ * A timer that never fires before its time on `clock`: when the clock's timer fires early, it
+ * re-reads `now()` and waits out the rest. (The system clock is already precise; an injected one
+ * need not be.)
+ */
+export class Timer {
+  readonly #clock: Clock;
+  readonly #callback: () => void;
+  readonly #due: number;
+  #handle: TimerHandle = undefined;
+
+  constructor(clock: Clock, ms: number, callback: () => void) {
+    this.#clock = clock;
+    this.#callback = callback;
+    this.#due = clock.now() + ms;
+    this.#arm(ms);
+  }
+
+  /** Stops it; it will not fire. */
+  cancel(): void {
+    if (this.#handle !== undefined) this.#clock.clearTimeout(this.#handle);
+    this.#handle = undefined;
+  }
+
+  #arm(ms: number): void {
+    this.#handle = this.#clock.setTimeout(() => {
+      const left = this.#due - this.#clock.now();
+      if (left > 0) {
+        this.#arm(left);
+        return;
+      }
+      this.#handle = undefined;
+      this.#callback();
+    }, ms);
+  }
+}

@@ -28,6 +28,14 @@ export class Deque<T> {
     this.#size++;
   }
 
+  /** Puts `item` at the front, to be shifted out next. */
+  unshift(item: T): void {
+    if (this.#size === this.#buf.length) this.#resize(this.#buf.length * 2);
+    this.#head = (this.#head - 1) & this.#mask;
+    this.#buf[this.#head] = item;
+    this.#size++;
+  }
+
   /** Removes and returns the oldest item, or `undefined` when empty. */
   shift(): T | undefined {
     if (this.#size === 0) return undefined;

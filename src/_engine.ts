@@ -43,6 +43,11 @@ export class Engine {
   granted = 0;
   aborted = 0;
   timedOut = 0;
+  /**
+   * Called when there may be room for more: waiters left the line (served, withdrawn or failed),
+   * or permits were released.
+   */
+  onLeave: (() => void) | undefined = undefined;
   /** Releases one permit: the callback for a task's result, one closure per engine. */
   readonly releaseOne = (): void => {
     this.release(1);
@@ -63,17 +68,22 @@ export class Engine {
    */
   set capacity(capacity: number) {
     this.#capacity = capacity;
-    if (this.line.weight > 0) {
-      for (const waiter of [...this.line]) {
-        if (waiter.weight <= capacity) continue;
-        const error = new RangeError(
-          `Expected \`weight\` to be at most the capacity ${capacity}, got \`${waiter.weight}\` (number): it could never be granted`,
-        );
-        this.line.withdraw(waiter);
-        waiter.fail(error);
-      }
-    }
+    this.failHeavierThan(capacity, `the capacity ${capacity}`);
     this.drain();
+  }
+
+  /** Fails the waiters heavier than `max` (`what` names the bound) with a RangeError. */
+  failHeavierThan(max: number, what: string): void {
+    if (this.line.size === 0) return;
+    const heavy = [...this.line].filter((waiter) => waiter.weight > max);
+    for (const waiter of heavy) {
+      const error = new RangeError(
+        `Expected \`weight\` to be at most ${what}, got \`${waiter.weight}\` (number): it could never be granted`,
+      );
+      this.line.withdraw(waiter);
+      waiter.fail(error);
+    }
+    if (heavy.length > 0) this.#left();
   }
 
   get held(): number {
@@ -126,6 +136,7 @@ export class Engine {
   withdraw(waiter: Waiter, then?: () => void): void {
     this.line.withdraw(waiter);
     then?.();
+    this.#left();
     if (this.line.size === 0) this.#clearTimer();
     else this.drain();
   }
@@ -140,21 +151,18 @@ export class Engine {
     this.#held -= weight;
     this.#pacer?.release?.(weight);
     if (this.line.size > 0) this.drain();
+    this.onLeave?.();
   }
 
   /** Fails every waiter with `reason` (those `keep` accepts stay in line); returns how many failed. */
   failAll(reason: unknown, keep?: (waiter: Waiter) => boolean): number {
-    let failed = 0;
-    for (const waiter of this.line.drain()) {
-      if (keep?.(waiter) === true) {
-        this.line.push(waiter);
-      } else {
-        waiter.fail(reason);
-        failed++;
-      }
-    }
+    const failing =
+      keep === undefined ? this.line.drain() : [...this.line].filter((waiter) => !keep(waiter));
+    if (keep !== undefined) for (const waiter of failing) this.line.withdraw(waiter);
+    for (const waiter of failing) waiter.fail(reason);
     if (this.line.size === 0) this.#clearTimer();
-    return failed;
+    if (failing.length > 0) this.#left();
+    return failing.length;
   }
 
   /** Stops the engine: every waiter and every later request fails with `reason`. */
@@ -168,6 +176,10 @@ export class Engine {
   /** Like `2/8 held, 5 waiting`. */
   describe(): string {
     return `${this.#held}/${this.#capacity} held, ${this.line.size} waiting${this.closed ? ', closed' : ''}`;
+  }
+
+  #left(): void {
+    this.onLeave?.();
   }
 
   #take(weight: number): void {
@@ -204,6 +216,7 @@ export class Engine {
         line.shift();
         this.#take(weight);
         waiter.grant(this);
+        this.onLeave?.();
       }
     } finally {
       this.#draining = false;

@@ -68,11 +68,19 @@ export class Spacing implements Window {
     this.#commits++;
   }
 
-  /** A window for another rate or burst, that goes on from where this one stands. */
-  resized(rate: Rate, burst: number): Spacing {
+  /**
+   * A window for another rate or burst that goes on from where this one stands at `now`. The
+   * window holds `(tat - now) / T` starts not yet drained. At most one (the usual case): the next
+   * start is due one new interval after the last, so a raised rate takes effect at once. More (a
+   * burst, or booked reservations): they drain at the new rate, so a rate lowered right after a
+   * burst still keeps `limit + burst - 1` per interval from then on.
+   */
+  resized(rate: Rate, burst: number, now: number): Spacing {
     const next = new Spacing(rate, burst);
-    // The next start is due one new interval after the last one, not one old interval.
-    if (this.#tat !== -Infinity) next.#tat = this.#tat - this.#t + next.#t;
+    if (this.#tat !== -Infinity) {
+      const undrained = (this.#tat - now) / this.#t;
+      next.#tat = undrained > 1 ? now + undrained * next.#t : this.#tat - this.#t + next.#t;
+    }
     return next;
   }
 
@@ -110,6 +118,7 @@ export class SlidingLog implements Window {
 
   delay(weight: number, now: number): number {
     const log = this.#log;
+    if (weight > log.length) return Infinity; // heavier than the limit: never (callers reject it)
     const wthOldest = log[(this.#head + weight - 1) % log.length]!;
     const newest = log[(this.#head + log.length - 1) % log.length]!;
     const allowAt = Math.max(wthOldest + this.rate.interval, newest);
@@ -198,7 +207,9 @@ export class Pace implements Pacer {
   }
 
   book(weight: number, at: number): Undo {
-    const undos = this.windows.map((window) => window.book(weight, at));
-    return () => undos.map((undo) => undo()).every(Boolean);
+    const windows = this.windows;
+    const undos = windows.map((window) => window.book(weight, at));
+    // Windows replaced since (a new rate) hold nothing of this booking to give back.
+    return () => this.windows === windows && undos.map((undo) => undo()).every(Boolean);
   }
 }

@@ -90,10 +90,12 @@ export class PriorityQueue<T extends Entry> {
     if (this.#marks > 32 && this.#marks > this.#size) this.#sweep();
   }
 
-  /** The live entry of the lowest priority that has waited longest. */
-  oldestOfLowest(): T | undefined {
+  /** The live entry of the lowest priority that has waited longest, with its priority. */
+  oldestOfLowest(): { entry: T; priority: number } | undefined {
     for (let i = this.#bands.length - 1; i >= 0; i--) {
-      for (const entry of this.#bands[i]!.items) if (entry.weight > 0) return entry;
+      const band = this.#bands[i]!;
+      for (const entry of band.items)
+        if (entry.weight > 0) return { entry, priority: band.priority };
     }
     return undefined;
   }

@@ -16,6 +16,7 @@ import type { Pace, Pacer } from './_pace.ts';
 import * as v from './_validate.ts';
 import { ClosedError } from './errors.ts';
 import {
+  failHeavy,
   isForgettable,
   Limiter,
   serveLine,
@@ -66,7 +67,11 @@ class Global {
     this.ring.push(key);
   }
 
-  /** Gives free global slots to the keys in the ring, one start per key per turn. */
+  /**
+   * Gives free global slots to the keys in the ring, one start per key per turn. A key whose next
+   * task is heavier than the room left keeps its place at the front until there is room (no
+   * barging, as within a line).
+   */
   pump(): void {
     if (this.#pumping) return;
     this.#pumping = true;
@@ -74,9 +79,16 @@ class Global {
       while (this.held < this.capacity && this.ring.size > 0) {
         const key = this.ring.shift() as KeyPacer;
         key.inRing = false;
+        key.starved = false;
         this.turn = key;
-        key.serve();
+        key.serve(); // may take the turn (a start), or mark the key starved for room
+        const unused = this.turn === key;
         this.turn = undefined;
+        if (unused && (key.starved as boolean)) {
+          key.inRing = true;
+          this.ring.unshift(key);
+          break;
+        }
       }
     } finally {
       this.#pumping = false;
@@ -89,6 +101,8 @@ class KeyPacer implements Pacer {
   readonly #pace: Pace;
   readonly #global: Global;
   inRing = false;
+  /** Set when its turn came but its next task did not fit the global room left. */
+  starved = false;
   /** Serves the key's line (set once its limiter exists). */
   serve: () => void = () => undefined;
 
@@ -109,6 +123,9 @@ class KeyPacer implements Pacer {
     // waiting for one; otherwise wait in the ring.
     if (global.held + weight <= global.capacity) {
       if (global.turn === this || (global.turn === undefined && global.ring.size === 0)) return 0;
+    } else if (global.turn === this) {
+      this.starved = true; // the pump keeps this key at the front of the ring
+      return Infinity;
     }
     global.register(this);
     return Infinity;
@@ -181,6 +198,9 @@ export class KeyedLimiter<K = string> {
 
   set concurrency(concurrency: number) {
     this.#global.capacity = v.integer('concurrency', concurrency, 1, true);
+    // Tasks heavier than the new global concurrency could never start: they fail, as a Limiter's do.
+    for (const { limiter } of this.#keys.values())
+      failHeavy(limiter, concurrency, `the global concurrency ${concurrency}`);
     this.#global.pump();
   }
 
@@ -216,11 +236,15 @@ export class KeyedLimiter<K = string> {
       return Promise.reject(error); // options for this key that a Limiter refuses
     }
     entry.idleSince = Infinity;
-    return entry.limiter.schedule(fn, options);
+    const result = entry.limiter.schedule(fn, options);
+    // Refused at once (an aborted signal, a bad option): the key never got busy.
+    if (entry.limiter.isIdle) entry.idleSince = this.#clock.now();
+    return result;
   }
 
   /** The limiter of `key`, made on first use: to pause a key, read its stats, or listen to its events. */
   limiterFor(key: K): Limiter {
+    if (this.#closed !== undefined) throw this.#closed;
     return this.#entry(key).limiter;
   }
 

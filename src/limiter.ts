@@ -18,7 +18,7 @@ import { AsyncResource } from 'node:async_hooks';
 import { EventEmitter } from 'node:events';
 import { makePermit, parseRequest, request, tooHeavy } from './_acquire.ts';
 import { Deque } from './_deque.ts';
-import { systemClock, type Clock, type TimerHandle } from './_clock.ts';
+import { systemClock, Timer, type Clock } from './_clock.ts';
 import { Engine, type Waiter } from './_engine.ts';
 import { Pace, type Pacer } from './_pace.ts';
 import { formatRate, type RateSpec } from './_parse.ts';
@@ -26,7 +26,13 @@ import { onAbort } from './_signals.ts';
 import * as v from './_validate.ts';
 import { ClosedError, QueueFullError, TimeoutError } from './errors.ts';
 import type { AcquireOptions, Gate, Permit } from './gate.ts';
-import { buildWindows, parseRateOptions, type ParsedRate, type RateOptions } from './rate.ts';
+import {
+  buildWindows,
+  parseRateOptions,
+  replaceRate,
+  type ParsedRate,
+  type RateOptions,
+} from './rate.ts';
 import {
   nextDelay,
   retryPolicy,
@@ -109,6 +115,8 @@ export interface LimiterStats {
   concurrency: number;
   /** Attempts holding permits, including those that timed out but have not settled yet. */
   active: number;
+  /** Permits out, by weight (tasks' and `acquire()`'s). */
+  held: number;
   /** Attempts that timed out (their task moved on) but still hold their permits. */
   timedOutActive: number;
   /** Tasks waiting in line. */
@@ -149,7 +157,7 @@ class Attempt implements TaskContext {
   #controller: AbortController | undefined;
   #reason: unknown = undefined;
   #aborted = false;
-  timer: TimerHandle = undefined;
+  timer: Timer | undefined = undefined;
   settled = false;
   timedOut = false;
 
@@ -189,6 +197,9 @@ export let wrapPace: <P extends Pacer>(limiter: Limiter, wrap: (pace: Pace) => P
 /** Serves a limiter's line (after something outside it changed, such as a global share). @internal */
 export let serveLine: (limiter: Limiter) => void;
 
+/** Fails the tasks waiting in a limiter's line that are heavier than `max` (`what` names it). @internal */
+export let failHeavy: (limiter: Limiter, max: number, what: string) => void;
+
 /** Whether a limiter has nothing running, waiting or backing off, and no rate history that matters at `now`. @internal */
 export let isForgettable: (limiter: Limiter, now: number) => boolean;
 
@@ -208,7 +219,7 @@ class Task extends AsyncResource implements Waiter {
   state = State.Queued;
   attempt = 0;
   current: Attempt | undefined = undefined;
-  timer: TimerHandle = undefined;
+  timer: Timer | undefined = undefined;
   /** Stops watching the caller's signal. */
   unwatch: (() => void) | undefined = undefined;
 
@@ -286,7 +297,10 @@ export class Limiter extends EventEmitter<LimiterEvents> implements Gate {
   readonly #timeout: number;
   readonly #maxQueue: number;
   readonly #overflow: Overflow;
+  /** Tasks waiting for room in a full line; those aborted meanwhile stay until shifted out. */
   readonly #parked = new Deque<Task>();
+  /** How many of `#parked` still wait. */
+  #parkedLive = 0;
   #nextId = 1;
   #active = 0;
   #zombies = 0;
@@ -296,7 +310,12 @@ export class Limiter extends EventEmitter<LimiterEvents> implements Gate {
   #retries = 0;
   #timedOut = 0;
   #dropped = 0;
+  /** `pause()` was called (and not `resume()`). */
   #paused = false;
+  /** The end of the latest `pauseFor()`. */
+  #pausedUntil = -Infinity;
+  /** Whether `close()` lets waiting tasks (and retries) run. */
+  #closeDrain = false;
   /** Set when a task arrives, cleared when the limiter goes idle: 'idle' fires on the transition. */
   #busy = false;
   #closing: ClosedError | undefined;
@@ -322,6 +341,9 @@ export class Limiter extends EventEmitter<LimiterEvents> implements Gate {
     serveLine = (limiter) => {
       limiter.#engine.drain();
     };
+    failHeavy = (limiter, max, what) => {
+      limiter.#engine.failHeavierThan(max, what);
+    };
     isForgettable = (limiter, now) =>
       limiter.#isIdle() &&
       limiter.#engine.held === 0 &&
@@ -339,12 +361,14 @@ export class Limiter extends EventEmitter<LimiterEvents> implements Gate {
     this.#parsedRate = parseRateOptions(options);
     this.#pace = new Pace(buildWindows(this.#parsedRate));
     const retry = options.retry;
-    this.#retry =
+    // `retry: 0` is no retry at all: failures reject as they are, not wrapped in a RetryError.
+    const policy =
       retry === undefined
         ? undefined
         : typeof retry === 'number'
           ? retryPolicy({ retries: v.integer('retry', retry, 0, true) })
           : retryPolicy(retry, 'retry');
+    this.#retry = policy?.retries === 0 ? undefined : policy;
     this.#timeout =
       options.timeout === undefined ? Infinity : v.number('timeout', options.timeout, 0, true);
     this.#maxQueue =
@@ -354,6 +378,9 @@ export class Limiter extends EventEmitter<LimiterEvents> implements Gate {
         ? 'wait'
         : v.oneOf('overflow', options.overflow, ['wait', 'reject', 'drop-oldest'] as const);
     this.#engine = new Engine(concurrency, options.clock ?? systemClock);
+    this.#engine.onLeave = () => {
+      this.#lineLeft();
+    };
     if (this.#pace.windows.length > 0) this.#engine.setPacer(this.#pace);
   }
 
@@ -372,13 +399,7 @@ export class Limiter extends EventEmitter<LimiterEvents> implements Gate {
   }
 
   set rate(rate: RateSpec | readonly RateSpec[] | undefined) {
-    const parsed = parseRateOptions({
-      rate,
-      burst: this.#parsedRate.burst,
-      window: this.#parsedRate.window,
-    });
-    this.#parsedRate = parsed;
-    this.#pace.windows = buildWindows(parsed, this.#pace.windows);
+    this.#parsedRate = replaceRate(this.#pace, this.#engine, this.#parsedRate, rate);
     this.#syncPacer();
   }
 
@@ -387,9 +408,14 @@ export class Limiter extends EventEmitter<LimiterEvents> implements Gate {
     return this.#active;
   }
 
+  /** Permits out now, by weight: those of running tasks and those taken with `acquire()`. */
+  get held(): number {
+    return this.#engine.held;
+  }
+
   /** Tasks waiting in line or for room in it. */
   get pendingCount(): number {
-    return this.#engine.line.size + this.#parked.size;
+    return this.#engine.line.size + this.#parkedLive;
   }
 
   /** Whether nothing runs, waits or backs off. */
@@ -399,7 +425,7 @@ export class Limiter extends EventEmitter<LimiterEvents> implements Gate {
 
   /** Whether `pause()` holds the line (or `pauseFor()` until a later instant). */
   get isPaused(): boolean {
-    return this.#paused || this.#pace.pausedUntil > this.#engine.clock.now();
+    return this.#paused || this.#pausedUntil > this.#engine.clock.now();
   }
 
   /**
@@ -460,21 +486,21 @@ export class Limiter extends EventEmitter<LimiterEvents> implements Gate {
     this.#syncPacer();
   }
 
-  /** Starts tasks again after `pause()` or `pauseFor()`. */
+  /** Ends `pause()`. A `pauseFor()` still running goes on to its end. */
   resume(): void {
     this.#paused = false;
-    this.#pace.pausedUntil = -Infinity;
+    this.#pace.pausedUntil = this.#pausedUntil;
     this.#syncPacer();
   }
 
   /**
    * Starts no task for `ms` milliseconds (what a 429 with Retry-After calls for). A later
-   * `pauseFor` that ends sooner does not shorten the pause.
+   * `pauseFor` that ends sooner does not shorten the pause; `resume()` does not end it.
    */
   pauseFor(ms: number): void {
     v.number('ms', ms, 0, true);
-    if (this.#paused) return;
-    this.#pace.pausedUntil = Math.max(this.#pace.pausedUntil, this.#engine.clock.now() + ms);
+    this.#pausedUntil = Math.max(this.#pausedUntil, this.#engine.clock.now() + ms);
+    if (!this.#paused) this.#pace.pausedUntil = this.#pausedUntil;
     this.#syncPacer();
   }
 
@@ -508,20 +534,21 @@ export class Limiter extends EventEmitter<LimiterEvents> implements Gate {
     const deadline =
       options?.deadline === undefined ? Infinity : v.number('deadline', options.deadline, 0, true);
     this.#closing ??= new ClosedError('the limiter is closed');
+    this.#closeDrain = drain;
     const reason = this.#closing;
     this.#notifyRoom(true);
     if (!drain) this.#rejectWaiting(reason);
     if (!this.#isIdle() && deadline > 0) {
-      let timer: TimerHandle;
+      let timer: Timer | undefined;
       await Promise.race([
         this.onIdle(),
         deadline === Infinity
           ? new Promise<never>(noop)
           : new Promise<void>(
-              (resolve) => (timer = this.#engine.clock.setTimeout(resolve, deadline)),
+              (resolve) => (timer = new Timer(this.#engine.clock, deadline, resolve)),
             ),
       ]);
-      if (timer !== undefined) this.#engine.clock.clearTimeout(timer);
+      timer?.cancel();
     }
     this.#rejectWaiting(reason);
     for (const task of [...this.#running]) {
@@ -536,9 +563,10 @@ export class Limiter extends EventEmitter<LimiterEvents> implements Gate {
     return {
       concurrency: this.#engine.capacity,
       active: this.#active,
+      held: this.#engine.held,
       timedOutActive: this.#zombies,
       pending: this.#engine.line.size,
-      waitingForRoom: this.#parked.size,
+      waitingForRoom: this.#parkedLive,
       retrying: this.#between,
       completed: this.#completed,
       failed: this.#failed,
@@ -581,25 +609,34 @@ export class Limiter extends EventEmitter<LimiterEvents> implements Gate {
   /** A new task: into the line, or the room queue, or refused, by the overflow policy. */
   #admit(task: Task): void {
     this.#busy = true;
-    if (this.#hasRoom() && this.#parked.size === 0) {
-      this.#enqueue(task);
-      return;
+    if (this.#parkedLive === 0) {
+      if (this.#engine.tryTake(task.cost)) {
+        this.#start(task); // nobody waits, it fits, the rate allows: it never queues
+        return;
+      }
+      if (this.#hasRoom()) {
+        this.#engine.enqueue(task, task.priority);
+        return;
+      }
     }
+    const full = (): QueueFullError =>
+      new QueueFullError(`the queue is full (maxQueue ${this.#maxQueue})`);
     switch (this.#overflow) {
       case 'reject':
-        this.#finish(
-          task,
-          false,
-          new QueueFullError(`the queue is full (maxQueue ${this.#maxQueue})`),
-        );
+        this.#finish(task, false, full());
         return;
       case 'drop-oldest': {
-        const victim = this.#engine.line.oldestOfLowest();
-        if (victim !== undefined) {
-          this.#engine.withdraw(victim);
-          const error = new QueueFullError(
-            `dropped from a full queue (maxQueue ${this.#maxQueue}) to make room for a newer task`,
-          );
+        const oldest = this.#engine.line.oldestOfLowest();
+        // Never drop a task of a higher priority than the newcomer's: refuse the newcomer then.
+        if (oldest === undefined || oldest.priority > task.priority) {
+          this.#finish(task, false, full());
+          return;
+        }
+        const victim = oldest.entry;
+        const error = new QueueFullError(
+          `dropped from a full queue (maxQueue ${this.#maxQueue}) to make room for a newer task`,
+        );
+        this.#engine.withdraw(victim, () => {
           if (victim instanceof Task) {
             this.#dropped++;
             if (this.listenerCount('dropped') > 0) this.emit('dropped', victim.info());
@@ -607,35 +644,61 @@ export class Limiter extends EventEmitter<LimiterEvents> implements Gate {
           } else {
             victim.fail(error);
           }
-          this.#enqueue(task);
-        } else {
-          this.#finish(
-            task,
-            false,
-            new QueueFullError(`the queue is full (maxQueue ${this.#maxQueue})`),
-          );
-        }
+        });
+        this.#engine.enqueue(task, task.priority);
         return;
       }
       case 'wait':
         task.state = State.Parked;
         this.#parked.push(task);
+        this.#parkedLive++;
     }
   }
 
-  /** Into the line; started at once if nobody waits, it fits and the rate allows. */
-  #enqueue(task: Task): void {
+  /**
+   * Back into the line for another attempt, from a backoff timer: in the caller's async context
+   * (the task is an AsyncResource), whatever clock fired the timer.
+   */
+  #requeue(task: Task): void {
+    const heavy = tooHeavy(this.#engine, task.cost);
+    if (heavy !== undefined) {
+      this.#finish(task, false, heavy); // the concurrency was lowered below its weight meanwhile
+      return;
+    }
     task.state = State.Queued;
     task.weight = task.cost;
-    if (this.#engine.tryTake(task.cost)) this.#start(task);
+    if (this.#engine.tryTake(task.cost)) task.runInAsyncScope(startTask, undefined, this, task);
     else this.#engine.enqueue(task, task.priority);
   }
 
-  /** Moves tasks waiting for room into the line while there is room. */
-  #fillFromParked(): void {
-    while (this.#parked.size > 0 && this.#hasRoom() && this.#closing === undefined) {
-      const task = this.#parked.shift() as Task;
-      if (task.state === State.Parked) this.#enqueue(task);
+  /**
+   * There may be room (entries left the line, or permits came back): tasks waiting for room move
+   * into the line — or straight to a start, with `maxQueue: 0` — and those waiting on room or on
+   * an empty line hear of it.
+   */
+  #lineLeft(): void {
+    while (this.#parkedLive > 0) {
+      const task = this.#parked.peek() as Task;
+      if (task.state !== State.Parked) {
+        this.#parked.shift(); // aborted while it waited
+        continue;
+      }
+      if (this.#hasRoom()) {
+        this.#parked.shift();
+        this.#parkedLive--;
+        this.#requeue(task); // checks its weight against limits changed while it waited
+      } else if (this.#engine.line.size === 0 && this.#engine.tryTake(task.cost)) {
+        this.#parked.shift();
+        this.#parkedLive--;
+        task.runInAsyncScope(startTask, undefined, this, task);
+      } else {
+        break;
+      }
+    }
+    if (this.#parkedLive === 0 && this.#parked.size > 0) this.#parked.clear();
+    this.#notifyRoom(false);
+    if (this.pendingCount === 0 && this.#emptyWaiters.length > 0) {
+      for (const resolve of this.#emptyWaiters.splice(0)) resolve();
     }
   }
 
@@ -647,14 +710,12 @@ export class Limiter extends EventEmitter<LimiterEvents> implements Gate {
     this.#active++;
     this.#running.add(task);
     if (task.timeout !== Infinity) {
-      attempt.timer = this.#engine.clock.setTimeout(() => {
+      attempt.timer = new Timer(this.#engine.clock, task.timeout, () => {
         attempt.timer = undefined;
         this.#onTimeout(task, attempt);
-      }, task.timeout);
+      });
     }
     if (this.listenerCount('active') > 0) this.emit('active', task.info());
-    if (this.#parked.size > 0) this.#fillFromParked();
-    this.#notifyRoom(false);
     let result: unknown;
     try {
       result = task.fn(attempt);
@@ -679,10 +740,8 @@ export class Limiter extends EventEmitter<LimiterEvents> implements Gate {
   /** An attempt's promise settled: it gives its permits back, and its outcome counts if still current. */
   #settle(task: Task, attempt: Attempt, ok: boolean, outcome: unknown): void {
     attempt.settled = true;
-    if (attempt.timer !== undefined) {
-      this.#engine.clock.clearTimeout(attempt.timer);
-      attempt.timer = undefined;
-    }
+    attempt.timer?.cancel();
+    attempt.timer = undefined;
     this.#active--;
     if (attempt.timedOut) this.#zombies--;
     if (task.current === attempt) {
@@ -733,32 +792,30 @@ export class Limiter extends EventEmitter<LimiterEvents> implements Gate {
       policy.onRetry?.({ error, attempt: task.attempt, delay: next.delay });
       if (this.listenerCount('retry') > 0)
         this.emit('retry', task.info(), { error, attempt: task.attempt, delay: next.delay });
-      task.timer = this.#engine.clock.setTimeout(() => {
+      task.timer = new Timer(this.#engine.clock, next.delay, () => {
         task.timer = undefined;
         if (task.state !== State.Between) return;
         this.#leaveBetween(task);
-        if (this.#closing !== undefined) this.#finish(task, false, this.#closing);
-        else this.#enqueue(task);
-      }, next.delay);
+        if (this.#closing !== undefined && !this.#closeDrain)
+          this.#finish(task, false, this.#closing);
+        else this.#requeue(task);
+      });
     });
   }
 
   #leaveBetween(task: Task): void {
     this.#between--;
     this.#resting.delete(task);
-    if (task.timer !== undefined) {
-      this.#engine.clock.clearTimeout(task.timer);
-      task.timer = undefined;
-    }
+    task.timer?.cancel();
+    task.timer = undefined;
   }
 
   /** The caller's signal aborted: the task fails with its reason, wherever it is. */
   #abort(task: Task, reason: unknown): void {
     switch (task.state) {
       case State.Queued:
-        this.#engine.withdraw(task);
         this.#engine.aborted++;
-        this.#fillFromParked();
+        this.#engine.withdraw(task); // the line is served again, and room made for waiting tasks
         break;
       case State.Running:
         task.current?.abort(reason);
@@ -769,6 +826,8 @@ export class Limiter extends EventEmitter<LimiterEvents> implements Gate {
         this.#leaveBetween(task);
         break;
       case State.Parked:
+        this.#parkedLive--; // its entry is skipped when it reaches the front
+        break;
       case State.Done:
         break;
     }
@@ -797,10 +856,13 @@ export class Limiter extends EventEmitter<LimiterEvents> implements Gate {
     this.#checkIdle();
   }
 
-  /** Rejects every task that has not started: queued, waiting for room, between attempts. */
+  /** Rejects everything that has not started: tasks queued, waiting for room or between attempts, and acquire() callers. */
   #rejectWaiting(reason: unknown): void {
-    this.#engine.failAll(reason, (waiter) => !(waiter instanceof Task));
-    for (const task of this.#parked.drain()) this.#finish(task, false, reason);
+    // Tasks waiting for room first, or the line's emptying would move them into it.
+    const parked = this.#parked.drain().filter((task) => task.state === State.Parked);
+    this.#parkedLive = 0;
+    for (const task of parked) this.#finish(task, false, reason);
+    this.#engine.failAll(reason);
     for (const task of [...this.#resting]) {
       this.#leaveBetween(task);
       this.#finish(task, false, reason);

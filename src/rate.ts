@@ -105,17 +105,45 @@ export function parseRateOptions(options: RateOptions, name = ''): ParsedRate {
   return { rates, burst, window };
 }
 
-/** Builds the windows for parsed rates, carrying over the history of `previous` where it can. @internal */
-export function buildWindows(parsed: ParsedRate, previous: readonly Window[] = []): Window[] {
+/**
+ * Builds the windows for parsed rates. When they replace `previous` (a rate changed at `now`),
+ * each new window carries over the history of the old one with the same interval, or failing
+ * that, of the one in the same position; a window with none starts afresh. @internal
+ */
+export function buildWindows(
+  parsed: ParsedRate,
+  previous: readonly Window[] = [],
+  now = 0,
+): Window[] {
   return parsed.rates.map((rate, i) => {
-    const old = previous[i];
+    const old = previous.find((w) => w.rate.interval === rate.interval) ?? previous[i];
     if (parsed.window === 'sliding') {
       return old instanceof SlidingLog ? old.resized(rate) : new SlidingLog(rate);
     }
     return old instanceof Spacing
-      ? old.resized(rate, parsed.burst)
+      ? old.resized(rate, parsed.burst, now)
       : new Spacing(rate, parsed.burst);
   });
+}
+
+/**
+ * Changes a gate's rate at `now`: new windows that carry the history over, and the waiters too
+ * heavy for them failed (they could never be admitted). Returns the parsed rate. @internal
+ */
+export function replaceRate(
+  pace: Pace,
+  engine: Engine,
+  current: ParsedRate,
+  rate: unknown,
+): ParsedRate {
+  const parsed = parseRateOptions({
+    rate: rate as RateSpec,
+    window: current.window,
+    ...(current.window === 'spaced' ? { burst: current.burst } : {}),
+  });
+  pace.windows = buildWindows(parsed, pace.windows, engine.clock.now());
+  engine.failHeavierThan(pace.maxWeight, `${pace.maxWeight}, the most the rate admits at once`);
+  return parsed;
 }
 
 /**
@@ -148,8 +176,12 @@ export class RateLimiter {
 
   constructor(options: RateSpec | readonly RateSpec[] | RateLimiterOptions) {
     const value: unknown = options;
+    // An options object has a `rate` (or another option); a `{ limit, interval }` is a rate.
     const isOptions =
-      typeof value === 'object' && value !== null && !Array.isArray(value) && 'rate' in value;
+      typeof value === 'object' &&
+      value !== null &&
+      !Array.isArray(value) &&
+      ['rate', 'clock', 'burst', 'window'].some((key) => key in value);
     const o: RateLimiterOptions = isOptions
       ? (options as RateLimiterOptions)
       : { rate: options as RateSpec };
@@ -161,6 +193,9 @@ export class RateLimiter {
     this.#pace = new Pace(buildWindows(this.#parsed));
     this.#engine = new Engine(Infinity, o.clock ?? systemClock);
     this.#engine.setPacer(this.#pace);
+    // Messages (a wait's timeout) describe the rate, not a capacity.
+    this.#engine.describe = () =>
+      `${this.rate.join(' and ')}, ${this.#engine.line.size} waiting${this.#engine.closed ? ', closed' : ''}`;
   }
 
   /** The rates kept, as written: `['10/s', '500/min']`. Settable, with the same forms. */
@@ -169,15 +204,10 @@ export class RateLimiter {
   }
 
   set rate(rate: RateSpec | readonly RateSpec[]) {
-    const parsed = parseRateOptions({
-      rate,
-      window: this.#parsed.window,
-      burst: this.#parsed.burst,
-    });
-    if (parsed.rates.length === 0)
+    if (Array.isArray(rate) && rate.length === 0) {
       throw new RangeError('Expected `rate` to hold at least one rate, got `[array]` (array)');
-    this.#parsed = parsed;
-    this.#pace.windows = buildWindows(parsed, this.#pace.windows);
+    }
+    this.#parsed = replaceRate(this.#pace, this.#engine, this.#parsed, rate);
     this.#engine.kick();
   }
 
@@ -197,7 +227,6 @@ export class RateLimiter {
    * `RangeError` at once if `weight` exceeds what the rate can ever admit at once.
    */
   wait(options?: WaitOptions): Promise<void> {
-    if (options !== undefined) v.options('options', options);
     return request(
       this.#engine,
       options,
@@ -256,7 +285,7 @@ export class RateLimiter {
 
   /** Like `RateLimiter(10/s, 3 waiting)`. */
   toString(): string {
-    return `RateLimiter(${this.rate.join(' and ')}, ${this.#engine.line.size} waiting${this.#engine.closed ? ', closed' : ''})`;
+    return `RateLimiter(${this.#engine.describe()})`;
   }
 
   [Symbol.for('nodejs.util.inspect.custom')](): string {

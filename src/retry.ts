@@ -9,7 +9,8 @@
  * - `'none'`: exactly d.
  * An error carrying `retryAfterMs` (a server's Retry-After) raises the delay to at least that.
  */
-import { systemClock, type Clock, type TimerHandle } from './_clock.ts';
+import { systemClock, Timer, type Clock } from './_clock.ts';
+import { onAbort } from './_signals.ts';
 import * as v from './_validate.ts';
 import { RetryError } from './errors.ts';
 
@@ -53,7 +54,10 @@ export interface RetryOptions {
   maxRetryAfter?: number;
   /** A budget shared by many calls, so that retries stay a fraction of the traffic. */
   budget?: RetryBudget;
-  /** Aborting it stops at once: during an attempt (passed on to `fn`) or a backoff. */
+  /**
+   * Aborting it stops at once, with its reason: during a backoff, or during an attempt (it is
+   * passed on to `fn`; an attempt that ignores it is left to finish on its own).
+   */
   signal?: AbortSignal | undefined;
   /** Called before each retry. */
   onRetry?: (info: RetryInfo) => void;
@@ -187,18 +191,38 @@ export function sleep(clock: Clock, ms: number, signal: AbortSignal | undefined)
       return;
     }
     const onAbort = (): void => {
-      clock.clearTimeout(timer);
+      timer.cancel();
       reject((signal as AbortSignal).reason as Error);
     };
-    const timer: TimerHandle = clock.setTimeout(() => {
+    // Never sooner than asked: the timer re-reads the clock if it fires early.
+    const timer = new Timer(clock, ms, () => {
       signal?.removeEventListener('abort', onAbort);
       resolve();
-    }, ms);
+    });
     signal?.addEventListener('abort', onAbort, { once: true });
   });
 }
 
 const NEVER_ABORTED = new AbortController().signal;
+
+/** Settles like `value`, or rejects with the signal's reason as soon as it aborts. */
+function untilAborted<T>(value: T | PromiseLike<T>, signal: AbortSignal): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const stop = onAbort(signal, () => {
+      reject(signal.reason as Error);
+    });
+    Promise.resolve(value).then(
+      (result) => {
+        stop();
+        resolve(result);
+      },
+      (error: unknown) => {
+        stop();
+        reject(error);
+      },
+    );
+  });
+}
 
 /**
  * Calls `fn` until it succeeds, a failure is not worth retrying, or the retries run out; then
@@ -216,13 +240,14 @@ export async function retry<T>(
 ): Promise<Awaited<T>> {
   v.fn('fn', fn);
   const policy = retryPolicy(options, 'options');
-  const signal = v.signal('signal', options?.signal);
+  const signal = v.signal('options.signal', options?.signal);
   const clock = options?.clock ?? systemClock;
   for (let attempt = 1; ; attempt++) {
     if (signal?.aborted === true) throw signal.reason;
     policy.budget?.recordCall();
     try {
-      return await fn({ attempt, signal: signal ?? NEVER_ABORTED });
+      const result = fn({ attempt, signal: signal ?? NEVER_ABORTED });
+      return await (signal === undefined ? result : untilAborted(result, signal));
     } catch (error) {
       const next = await nextDelay(policy, error, attempt, signal);
       if ('error' in next) throw next.error;

@@ -39,9 +39,9 @@ export class ManualClock implements Clock {
   }
 
   setTimeout(callback: () => void, ms: number): TimerHandle {
-    // Early by `early` when the delay is longer than that; a shorter one (the re-check after an
-    // early fire) is on time, so time moves on.
-    const delay = Math.max(0, ms > this.#early ? ms - this.#early : ms);
+    // Early by `early` when the delay is at least twice that; a shorter one (the re-check after an
+    // early fire) is on time, so time always moves on by a sizeable step.
+    const delay = Math.max(0, ms >= 2 * this.#early ? ms - this.#early : ms);
     const timer = { id: this.#nextId++, at: this.#now + delay, callback };
     this.#timers.push(timer);
     return timer.id;
