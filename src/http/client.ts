@@ -150,12 +150,13 @@ export function isTransient(error: unknown): boolean {
   return false;
 }
 
+/** An error's message, with its cause's when that adds something ("fetch failed: other side closed"). */
 function message(error: unknown): string {
-  if (error instanceof Error) {
-    const cause = error.cause instanceof Error ? `: ${error.cause.message}` : '';
-    return `${error.message}${cause}`;
-  }
-  return String(error);
+  if (!(error instanceof Error)) return String(error);
+  const cause = error.cause instanceof Error ? error.cause.message : '';
+  return cause === '' || error.message.includes(cause)
+    ? error.message
+    : `${error.message}: ${cause}`;
 }
 
 function checkLimits(name: string, limits: OriginLimits | undefined): OriginLimits {
@@ -178,6 +179,7 @@ export class HttpClient {
   readonly #signal: AbortSignal | undefined;
   readonly #onReport: ((report: RequestReport) => void) | undefined;
   readonly #limitsOf: (origin: string) => OriginLimits;
+  #closed: Promise<void> | undefined;
 
   constructor(options: HttpOptions = {}) {
     v.options('options', options);
@@ -305,7 +307,10 @@ export class HttpClient {
       if (!(outcome instanceof RetryableStatus)) {
         const wait = serverWait(outcome.header, Date.now());
         const tooLong =
-          wait !== undefined && wait.ms > this.#maxRetryAfter && this.#statuses.has(outcome.status);
+          retriable &&
+          wait !== undefined &&
+          wait.ms > this.#maxRetryAfter &&
+          this.#statuses.has(outcome.status);
         finish({
           status: outcome.status,
           ok: outcome.status >= 200 && outcome.status < 300,
@@ -323,10 +328,22 @@ export class HttpClient {
     }
   }
 
-  /** Closes the limiter (waiting requests reject with a ClosedError) and the connection pools. */
-  async close(): Promise<void> {
-    await this.limiter.close();
-    await this.agent.close();
+  /**
+   * Closes the client: requests waiting for a slot reject with a ClosedError at once; requests in
+   * flight go on, bodies included, until `deadline` ms have passed, when they are aborted (a body
+   * being read then errors); then the connection pools close. A body never read holds `close()`
+   * until its response is garbage-collected, or until the deadline. Calling it again returns the
+   * same promise.
+   */
+  close(options: { deadline?: number } = {}): Promise<void> {
+    v.options('options', options);
+    const deadline =
+      options.deadline === undefined ? Infinity : v.number('deadline', options.deadline, 0, true);
+    this.#closed ??= (async () => {
+      await this.limiter.close({ deadline });
+      await (deadline === Infinity ? this.agent.close() : this.agent.destroy());
+    })();
+    return this.#closed;
   }
 
   /** How long to back off before retrying attempt `attempt`, or undefined to stop. */
@@ -371,13 +388,15 @@ export class HttpClient {
           onStart(this.#clock.now());
           this.#policy.budget?.recordCall();
           const sent = await send({ signal: context.signal, dispatcher: this.agent, attempt });
-          const wait =
-            sent.status === 429 || sent.status === 503
-              ? serverWait(sent.header, Date.now())
-              : undefined;
-          // The server's word holds for every caller of this origin, not just this one.
-          if (wait !== undefined && wait.ms > 0) {
-            this.limiter.limiterFor(origin).pauseFor(Math.min(wait.ms, this.#maxRetryAfter));
+          const wait = serverWait(sent.header, Date.now());
+          // The server's word holds for every caller of this origin, not just this one: a 429 or
+          // 503 that says when to come back, or a rate-limit header that says nothing is left.
+          if (
+            wait !== undefined &&
+            wait.ms > 0 &&
+            (sent.status === 429 || sent.status === 503 || wait.source !== 'retry-after')
+          ) {
+            this.limiter.limiterFor(origin).pauseFor(wait.ms);
           }
           const delay =
             retriable && this.#statuses.has(sent.status)

@@ -30,8 +30,11 @@ export interface LimitedFetch {
   (input: string | URL | Request, init?: LimitedRequestInit): Promise<Response>;
   /** The client underneath: its `limiter` (a KeyedLimiter by origin) and `agent`. */
   readonly client: HttpClient;
-  /** Rejects what waits, and closes the connection pools. */
-  close(): Promise<void>;
+  /**
+   * Rejects the requests waiting for a slot, lets those in flight finish (up to `deadline` ms, then
+   * aborts them), and closes the connection pools. See `HttpClient.close()`.
+   */
+  close(options?: { deadline?: number }): Promise<void>;
 }
 
 const NULL_BODY_STATUSES = new Set([101, 103, 204, 205, 304]);
@@ -143,21 +146,35 @@ export function createFetch(options?: HttpOptions): LimitedFetch {
     input: string | URL | Request,
     init: LimitedRequestInit = {},
   ): Promise<Response> => {
-    const { priority, onReport, ...requestInit } = init;
+    const { priority, onReport, ...given } = init;
+    // A Request (the global class, which npm undici does not take) is taken apart into a URL
+    // and an init; what `init` says wins, as with fetch.
     const request = input instanceof Request ? input : undefined;
-    const url = new URL(input instanceof Request ? input.url : input);
-    const method = (requestInit.method ?? request?.method ?? 'GET').toUpperCase();
+    const url = new URL(request === undefined ? input : request.url);
+    const requestInit: RequestInit & { duplex?: 'half' } =
+      request === undefined
+        ? given
+        : {
+            method: request.method,
+            headers: request.headers,
+            body: request.body,
+            redirect: request.redirect,
+            signal: request.signal,
+            ...(request.body === null ? {} : { duplex: 'half' as const }),
+            ...given,
+          };
+    const method = (requestInit.method ?? 'GET').toUpperCase();
     const call: CallOptions = {
       signal: requestInit.signal,
       priority,
       onReport,
-      replayable: replayable(requestInit.body) && (request === undefined || request.body === null),
+      replayable: replayable(requestInit.body),
     };
     return client.run(
       url,
       method,
       async ({ signal, dispatcher }) => {
-        const response = await undiciFetch(request === undefined ? url : (request as never), {
+        const response = await undiciFetch(url, {
           ...(requestInit as object),
           signal,
           dispatcher,
@@ -169,7 +186,7 @@ export function createFetch(options?: HttpOptions): LimitedFetch {
   };
   Object.defineProperties(limited, {
     client: { value: client },
-    close: { value: () => client.close() },
+    close: { value: (options?: { deadline?: number }) => client.close(options) },
   });
   return limited as LimitedFetch;
 }

@@ -39,7 +39,8 @@ export interface LimitedResponse {
 export interface LimitedRequestFunction {
   (url: string | URL, options?: LimitedRequest): Promise<LimitedResponse>;
   readonly client: HttpClient;
-  close(): Promise<void>;
+  /** See `HttpClient.close()`. */
+  close(options?: { deadline?: number }): Promise<void>;
 }
 
 function first(value: string | string[] | undefined): string | null {
@@ -91,7 +92,7 @@ export function createRequest(options?: HttpOptions): LimitedRequestFunction {
   };
   Object.defineProperties(limited, {
     client: { value: client },
-    close: { value: () => client.close() },
+    close: { value: (options?: { deadline?: number }) => client.close(options) },
   });
   return limited as LimitedRequestFunction;
 }
