@@ -31,11 +31,11 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { int } from './stats.mjs';
 
-const GROUPS = ['throughput', 'memory', 'makespan', 'map'];
+const GROUPS = ['throughput', 'memory', 'makespan', 'map', 'rate', 'limiter', 'http'];
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const CHILD = fileURLToPath(new URL('child.mjs', import.meta.url));
-const PEERS = ['p-limit', 'p-queue', 'p-map', 'async'];
+const PEERS = ['p-limit', 'p-queue', 'p-map', 'async', 'bottleneck', 'limiter'];
 // Generous: the slowest cell (a peer at 1 000 000 tasks) takes well under 30 s here.
 const CHILD_TIMEOUT_MS = 5 * 60_000;
 
@@ -107,7 +107,7 @@ const document = [
   '# Benchmarks',
   '',
   ...environment,
-  `- N: ${int(config.n)} tasks in (a) and (b); fixed sizes in (c) and (d)`,
+  `- N: ${int(config.n)} tasks in (a), (b) and (f); fixed sizes in (c), (d) and (e)`,
   `- Repetitions: ${config.reps} fresh process${config.reps === 1 ? '' : 'es'} per cell, ` +
     `median reported (interleaved: every cell once, then again)`,
   `- Run time: ${formatDuration(totalSeconds)}; load average ${loadAtStart.toFixed(2)} at the ` +

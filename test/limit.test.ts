@@ -625,7 +625,10 @@ describe('limit()', () => {
       const run = limit(1);
       const mapped = run.map([1], 'f' as never);
       assert.ok(mapped instanceof Promise);
-      await assert.rejects(mapped, { name: 'TypeError', message: 'Expected `fn` to be a function, got `"f"` (string)' });
+      await assert.rejects(mapped, {
+        name: 'TypeError',
+        message: 'Expected `fn` to be a function, got `"f"` (string)',
+      });
     });
   });
 });

@@ -32,7 +32,10 @@ describe('Semaphore', () => {
     const sem = new Semaphore(2, { clock });
     const a = await sem.acquire({ weight: 2 });
     const controller = new AbortController();
-    const cancelled = Promise.allSettled([sem.acquire({ signal: controller.signal }), sem.acquire({ timeout: 10 })]);
+    const cancelled = Promise.allSettled([
+      sem.acquire({ signal: controller.signal }),
+      sem.acquire({ timeout: 10 }),
+    ]);
     const waiting = sem.acquire({ weight: 2 });
     controller.abort();
     await clock.advance(10);
@@ -103,7 +106,10 @@ describe('Semaphore', () => {
     sem.close();
     for (const waiter of waiters) await assert.rejects(waiter, ClosedError);
     await assert.rejects(sem.acquire(), ClosedError);
-    await assert.rejects(sem.run(() => 1), ClosedError);
+    await assert.rejects(
+      sem.run(() => 1),
+      ClosedError,
+    );
     assert.throws(() => sem.tryAcquire(), ClosedError);
     holder.release();
     assert.equal(sem.held, 0);
@@ -134,7 +140,10 @@ describe('Semaphore', () => {
     it('releases when the task resolves, rejects or throws synchronously', async () => {
       const sem = new Semaphore(1);
       assert.equal(await sem.run(() => Promise.resolve(1)), 1);
-      await assert.rejects(sem.run(() => Promise.reject(new Error('async'))), /async/);
+      await assert.rejects(
+        sem.run(() => Promise.reject(new Error('async'))),
+        /async/,
+      );
       await assert.rejects(
         sem.run(() => {
           throw new Error('sync');
@@ -182,7 +191,10 @@ describe('Semaphore', () => {
       const clock = new ManualClock();
       const sem = new Semaphore(1, { clock });
       const hold = await sem.acquire();
-      const waited = assert.rejects(sem.run(() => 'late', { timeout: 100 }), TimeoutError);
+      const waited = assert.rejects(
+        sem.run(() => 'late', { timeout: 100 }),
+        TimeoutError,
+      );
       await clock.advance(100);
       await waited;
       hold.release();
@@ -221,19 +233,39 @@ describe('Semaphore', () => {
       });
       assert.throws(() => new Semaphore(1.5), /got `1.5` \(number\)/);
       const sem = new Semaphore(2);
-      await assert.rejects(sem.acquire({ weight: 0 }), /Expected `weight` to be an integer >= 1, got `0`/);
-      await assert.rejects(sem.acquire({ priority: NaN }), /Expected `priority` to be a finite number, got `NaN`/);
-      await assert.rejects(sem.acquire({ timeout: -1 }), /Expected `timeout` to be a number >= 0 or Infinity/);
-      await assert.rejects(sem.acquire({ signal: {} as AbortSignal }), /Expected `signal` to be an AbortSignal/);
-      await assert.rejects(sem.run(42 as never), /Expected `fn` to be a function, got `42` \(number\)/);
-      assert.throws(() => (sem.capacity = -1), /Expected `capacity` to be an integer >= 1 or Infinity/);
+      await assert.rejects(
+        sem.acquire({ weight: 0 }),
+        /Expected `weight` to be an integer >= 1, got `0`/,
+      );
+      await assert.rejects(
+        sem.acquire({ priority: NaN }),
+        /Expected `priority` to be a finite number, got `NaN`/,
+      );
+      await assert.rejects(
+        sem.acquire({ timeout: -1 }),
+        /Expected `timeout` to be a number >= 0 or Infinity/,
+      );
+      await assert.rejects(
+        sem.acquire({ signal: {} as AbortSignal }),
+        /Expected `signal` to be an AbortSignal/,
+      );
+      await assert.rejects(
+        sem.run(42 as never),
+        /Expected `fn` to be a function, got `42` \(number\)/,
+      );
+      assert.throws(
+        () => (sem.capacity = -1),
+        /Expected `capacity` to be an integer >= 1 or Infinity/,
+      );
       assert.equal(sem.capacity, 2);
     });
   });
 
   it('has no limit with Infinity permits', async () => {
     const sem = new Semaphore(Infinity);
-    const permits = await Promise.all(Array.from({ length: 1000 }, () => sem.acquire({ weight: 1000 })));
+    const permits = await Promise.all(
+      Array.from({ length: 1000 }, () => sem.acquire({ weight: 1000 })),
+    );
     assert.equal(sem.held, 1_000_000);
     assert.equal(sem.available, Infinity);
     for (const permit of permits) permit.release();

@@ -17,7 +17,8 @@ import type { Clock } from '../_clock.ts';
 import { systemClock } from '../_clock.ts';
 import type { RateSpec } from '../_parse.ts';
 import * as v from '../_validate.ts';
-import { RetryError, TimeoutError } from '../errors.ts';
+import { setMaxListeners } from 'node:events';
+import { ClosedError, RetryError, TimeoutError } from '../errors.ts';
 import { KeyedLimiter } from '../keyed.ts';
 import type { WindowKind } from '../rate.ts';
 import { backoff, retryPolicy, sleep, type RetryOptions, type RetryPolicy } from '../retry.ts';
@@ -111,7 +112,11 @@ export interface Sent<R> {
   value: R;
 }
 
-/** Sends one attempt. */
+/**
+ * Sends one attempt. When nothing can abort the attempt on its own (no timeout, no caller's
+ * signal), `signal` is the client's shared one, which aborts only when `close()` gives up: an
+ * AbortController per request is a measurable share of a fast request's cost.
+ */
 export type Send<R> = (attempt: {
   signal: AbortSignal;
   dispatcher: Agent;
@@ -180,6 +185,10 @@ export class HttpClient {
   readonly #onReport: ((report: RequestReport) => void) | undefined;
   readonly #limitsOf: (origin: string) => OriginLimits;
   #closed: Promise<void> | undefined;
+  /** Whether attempts have a timeout (so each needs its own signal). */
+  readonly #timed: boolean;
+  /** Aborts what is still in flight when `close()` gives up waiting. Shared: no listener limit. */
+  readonly #closing = new AbortController();
 
   constructor(options: HttpOptions = {}) {
     v.options('options', options);
@@ -219,6 +228,9 @@ export class HttpClient {
     this.#clock = options.clock ?? systemClock;
     const timeout =
       options.timeout === undefined ? Infinity : v.number('timeout', options.timeout, 0, true);
+    this.#timed = timeout !== Infinity;
+    // Not 0 ("unlimited"): Node 20's getMaxListeners() throws on a signal set to 0, and undici asks.
+    setMaxListeners(1_000_000, this.#closing.signal);
     this.limiter = new KeyedLimiter<string>({
       concurrency:
         options.concurrency === undefined
@@ -341,6 +353,7 @@ export class HttpClient {
       options.deadline === undefined ? Infinity : v.number('deadline', options.deadline, 0, true);
     this.#closed ??= (async () => {
       await this.limiter.close({ deadline });
+      this.#closing.abort(new ClosedError('the HTTP client is closed'));
       await (deadline === Infinity ? this.agent.close() : this.agent.destroy());
     })();
     return this.#closed;
@@ -387,7 +400,11 @@ export class HttpClient {
         async (context) => {
           onStart(this.#clock.now());
           this.#policy.budget?.recordCall();
-          const sent = await send({ signal: context.signal, dispatcher: this.agent, attempt });
+          const sent = await send({
+            signal: this.#timed || signal !== undefined ? context.signal : this.#closing.signal,
+            dispatcher: this.agent,
+            attempt,
+          });
           const wait = serverWait(sent.header, Date.now());
           // The server's word holds for every caller of this origin, not just this one: a 429 or
           // 503 that says when to come back, or a rate-limit header that says nothing is left.

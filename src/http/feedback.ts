@@ -181,12 +181,20 @@ export function parseXRateLimit(get: HeaderGetter, now: number): number | undefi
 
 /** The server's wait, by the precedence above, or undefined. `now` is the local epoch ms. */
 export function serverWait(get: HeaderGetter, now: number = Date.now()): ServerWait | undefined {
+  // Most responses carry none of these: settle that with lookups alone (this runs per response).
+  const retryAfterField = get('retry-after');
+  if (retryAfterField !== null) {
+    const retryAfter = parseRetryAfter(retryAfterField, get('date'), now);
+    if (retryAfter !== undefined) return { ms: retryAfter, source: 'retry-after' };
+  }
+  if (get('ratelimit') !== null || get('ratelimit-remaining') !== null) {
+    const rateLimit = parseRateLimit(get);
+    if (rateLimit !== undefined) {
+      return rateLimit > 0 ? { ms: rateLimit, source: 'ratelimit' } : undefined;
+    }
+  }
+  if (get('x-ratelimit-remaining') === null) return undefined;
   const date = get('date');
-  const retryAfter = parseRetryAfter(get('retry-after'), date, now);
-  if (retryAfter !== undefined) return { ms: retryAfter, source: 'retry-after' };
-  const rateLimit = parseRateLimit(get);
-  if (rateLimit !== undefined)
-    return rateLimit > 0 ? { ms: rateLimit, source: 'ratelimit' } : undefined;
   const serverNow = (date === null ? undefined : parseHttpDate(date)) ?? now;
   const xRateLimit = parseXRateLimit(get, serverNow);
   if (xRateLimit !== undefined) return { ms: xRateLimit, source: 'x-ratelimit' };

@@ -1,0 +1,315 @@
+/**
+ * `sluice exec`: one shell command per input line (the `xargs -P` / GNU parallel job), run by
+ * `/bin/sh -c` in a process group of its own, within a concurrency and rates (a `Limiter`), with
+ * retries of failed commands and a timeout per attempt. One record per line:
+ * `{ index, cmd, code, signal, ok, attempts, ms, stdout, stderr, error }`.
+ *
+ * A timeout (or a cancel) kills the command's whole process group — what the command started
+ * too — with SIGTERM, then SIGKILL after a short grace. stdout and stderr are captured up to a
+ * cap each; beyond it they are read and dropped, and the record says how much there was.
+ *
+ * Invariants: every spawned process group is waited for (its stdio closed) before its outcome is
+ * given; a group that was timed out or cancelled is sent SIGKILL before that, so nothing it
+ * started outlives it.
+ */
+import { spawn } from 'node:child_process';
+import { kill } from 'node:process';
+import { systemClock } from '../_clock.ts';
+import { Limiter } from '../limiter.ts';
+import { backoff, retryPolicy, sleep, type RetryPolicy } from '../retry.ts';
+import type { CliIo } from './io.ts';
+import type { Command, Outcome } from './run.ts';
+
+/** What `sluice exec` was asked, parsed and checked. */
+export interface ExecSettings {
+  concurrency: number;
+  rates: string[];
+  retries: number;
+  timeoutMs: number | undefined;
+  /** Bytes of stdout and of stderr kept per command. */
+  maxOutput: number;
+}
+
+export interface ExecTask {
+  cmd: string;
+}
+
+/** Milliseconds between SIGTERM and SIGKILL. */
+const KILL_GRACE = 500;
+
+/** How one attempt ended. */
+interface Attempt {
+  start: number;
+  end: number;
+  code: number | null;
+  signal: string | null;
+  stdout: string;
+  stderr: string;
+  /** Why it failed, when it did. */
+  error: string | null;
+  cancelled: boolean;
+}
+
+/** Keeps the first `cap` bytes of a stream and counts the rest. */
+class Capture {
+  readonly #cap: number;
+  readonly #chunks: Buffer[] = [];
+  #kept = 0;
+  #total = 0;
+
+  constructor(cap: number) {
+    this.#cap = cap;
+  }
+
+  readonly add = (chunk: Buffer): void => {
+    this.#total += chunk.length;
+    const room = this.#cap - this.#kept;
+    if (room <= 0) return;
+    const part = chunk.length <= room ? chunk : chunk.subarray(0, room);
+    this.#chunks.push(part);
+    this.#kept += part.length;
+  };
+
+  text(): string {
+    const text = Buffer.concat(this.#chunks, this.#kept).toString('utf8');
+    if (this.#total <= this.#kept) return text;
+    return `${text}\n[sluice: output truncated: ${this.#total} bytes, the first ${this.#kept} kept]`;
+  }
+}
+
+/** Sends `signal` to process group `pid`; false if there is no such group any more. */
+function killGroup(pid: number, signal: NodeJS.Signals | 0): boolean {
+  try {
+    kill(-pid, signal);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export class ExecCommand implements Command<ExecTask> {
+  readonly #settings: ExecSettings;
+  readonly #io: CliIo;
+  readonly #limiter: Limiter;
+  readonly #policy: RetryPolicy;
+  readonly #controller = new AbortController();
+  /** Process groups running now, by leader pid. */
+  readonly #groups = new Set<number>();
+
+  constructor(settings: ExecSettings, io: CliIo) {
+    this.#settings = settings;
+    this.#io = io;
+    this.#limiter = new Limiter({
+      concurrency: settings.concurrency,
+      ...(settings.rates.length > 0 ? { rate: settings.rates } : {}),
+    });
+    this.#policy = retryPolicy({ retries: settings.retries, minDelay: 200, maxDelay: 10_000 });
+  }
+
+  parse(line: string): ExecTask {
+    return { cmd: line };
+  }
+
+  matches(record: Record<string, unknown>, task: ExecTask): boolean {
+    return record.cmd === task.cmd;
+  }
+
+  resumed(record: Record<string, unknown>, raw: string, index: number): Outcome {
+    return {
+      index,
+      line: raw,
+      ok: true,
+      target: typeof record.cmd === 'string' ? record.cmd : '',
+      status: typeof record.code === 'number' ? record.code : undefined,
+      attempts: typeof record.attempts === 'number' ? record.attempts : 1,
+      attemptStarts: [],
+      base: 0,
+      end: performance.now(),
+      ms: typeof record.ms === 'number' ? record.ms : 0,
+      retriedStatuses: [],
+      tooMany: 0,
+    };
+  }
+
+  notRun(task: ExecTask, index: number): Outcome {
+    return this.#outcome(task, index, [], undefined, 'not run');
+  }
+
+  async run(task: ExecTask, index: number): Promise<Outcome> {
+    const signal = this.#controller.signal;
+    const attempts: Attempt[] = [];
+    let interrupted = false;
+    for (let n = 1; ; n++) {
+      let attempt: Attempt;
+      try {
+        // No signal here: aborting one would reject a running attempt before its process is
+        // reaped. Stopping closes the limiter instead, which rejects only what waits.
+        attempt = await this.#limiter.schedule(() => this.#spawn(task.cmd));
+      } catch {
+        interrupted = true;
+        break;
+      }
+      attempts.push(attempt);
+      if (attempt.error === null || attempt.cancelled || n > this.#policy.retries) break;
+      try {
+        await sleep(systemClock, backoff(this.#policy, n), signal);
+      } catch {
+        interrupted = true;
+        break;
+      }
+    }
+    const last = attempts.at(-1);
+    let skipped: 'cancelled' | 'not run' | undefined;
+    if (last === undefined) skipped = 'not run';
+    else if (last.cancelled || (interrupted && last.error !== null)) skipped = 'cancelled';
+    return this.#outcome(task, index, attempts, last, skipped);
+  }
+
+  #outcome(
+    task: ExecTask,
+    index: number,
+    attempts: Attempt[],
+    last: Attempt | undefined,
+    skipped: 'cancelled' | 'not run' | undefined,
+  ): Outcome {
+    const ok = last !== undefined && last.error === null && skipped === undefined;
+    const error = skipped ?? last?.error ?? null;
+    const ms = last === undefined ? 0 : last.end - last.start;
+    const record = {
+      index,
+      cmd: task.cmd,
+      code: last?.code ?? null,
+      signal: last?.signal ?? null,
+      ok,
+      attempts: attempts.length,
+      ms: Math.round(ms * 10) / 10,
+      stdout: last?.stdout ?? '',
+      stderr: last?.stderr ?? '',
+      error,
+    };
+    const retriedStatuses: number[] = [];
+    for (let i = 0; i < attempts.length - 1; i++) {
+      const code = attempts[i]!.code;
+      if (code !== null) retriedStatuses.push(code);
+    }
+    return {
+      index,
+      line: JSON.stringify(record),
+      ok,
+      target: task.cmd,
+      status: last?.code ?? undefined,
+      attempts: attempts.length,
+      attemptStarts: attempts.map((a) => a.start),
+      base: 0,
+      end: last?.end ?? performance.now(),
+      ms,
+      error: error ?? undefined,
+      retriedStatuses,
+      skipped,
+      tooMany: 0,
+    };
+  }
+
+  /** Runs one attempt; resolves when the process group's stdio has closed. Never rejects. */
+  #spawn(cmd: string): Promise<Attempt> {
+    const { timeoutMs, maxOutput } = this.#settings;
+    const signal = this.#controller.signal;
+    return new Promise<Attempt>((resolve) => {
+      const start = performance.now();
+      const stdout = new Capture(maxOutput);
+      const stderr = new Capture(maxOutput);
+      let timedOut = false;
+      let cancelled = false;
+      let killTimer: ReturnType<typeof setTimeout> | undefined;
+      let timeoutTimer: ReturnType<typeof setTimeout> | undefined;
+      let settled = false;
+      const child = spawn('/bin/sh', ['-c', cmd], {
+        cwd: this.#io.cwd,
+        env: this.#io.env,
+        detached: true,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      const pid = child.pid;
+      const terminate = (): void => {
+        if (pid === undefined || killTimer !== undefined) return;
+        killGroup(pid, 'SIGTERM');
+        killTimer = setTimeout(() => {
+          killGroup(pid, 'SIGKILL');
+        }, KILL_GRACE);
+      };
+      const onAbort = (): void => {
+        cancelled = true;
+        terminate();
+      };
+      const finish = (code: number | null, exitSignal: string | null, failure?: Error): void => {
+        if (settled) return;
+        settled = true;
+        if (timeoutTimer !== undefined) clearTimeout(timeoutTimer);
+        if (killTimer !== undefined) clearTimeout(killTimer);
+        signal.removeEventListener('abort', onAbort);
+        if (pid !== undefined) {
+          this.#groups.delete(pid);
+          // Whatever the timed-out or cancelled command started dies with it.
+          if (timedOut || cancelled) killGroup(pid, 'SIGKILL');
+        }
+        let error: string | null = null;
+        if (failure !== undefined) error = `cannot run the command: ${failure.message}`;
+        else if (cancelled) error = 'cancelled';
+        else if (timedOut) error = `timed out after ${timeoutMs}ms`;
+        else if (exitSignal !== null) error = `killed by ${exitSignal}`;
+        else if (code !== 0) error = `exit code ${code}`;
+        resolve({
+          start,
+          end: performance.now(),
+          code,
+          signal: exitSignal,
+          stdout: stdout.text(),
+          stderr: stderr.text(),
+          error,
+          cancelled,
+        });
+      };
+      child.on('error', (error) => {
+        finish(null, null, error);
+      });
+      child.on('close', (code, exitSignal) => {
+        finish(code, exitSignal);
+      });
+      if (pid === undefined) return; // spawning failed: 'error' follows
+      this.#groups.add(pid);
+      child.stdout.on('data', stdout.add);
+      child.stderr.on('data', stderr.add);
+      if (signal.aborted) onAbort();
+      else signal.addEventListener('abort', onAbort, { once: true });
+      if (timeoutMs !== undefined) {
+        timeoutTimer = setTimeout(() => {
+          timedOut = true;
+          terminate();
+        }, timeoutMs);
+      }
+    });
+  }
+
+  inFlight(): number {
+    return this.#limiter.activeCount;
+  }
+
+  stop(): void {
+    // Rejects what waits in line (never started: "not run"); what runs goes on.
+    void this.#limiter.close();
+  }
+
+  cancel(): void {
+    void this.#limiter.close();
+    this.#controller.abort(new Error('cancelled'));
+  }
+
+  kill(): void {
+    this.cancel();
+    for (const pid of this.#groups) killGroup(pid, 'SIGKILL');
+  }
+
+  async close(): Promise<void> {
+    await this.#limiter.close();
+  }
+}

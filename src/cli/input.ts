@@ -1,0 +1,123 @@
+/**
+ * The input of `sluice fetch` and `sluice exec`: a file, or stdin (`-` or no argument), read
+ * lazily, a chunk at a time, so that a million-line file never sits in memory.
+ *
+ * Invariants: lines come out in order, each once, without their `\n` or `\r\n`; nothing is read
+ * ahead of the consumer beyond the chunk being split; leaving the iteration early closes the
+ * stream.
+ */
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import type { Readable } from 'node:stream';
+import type { CliIo } from './io.ts';
+
+/** An opened input. */
+export interface Input {
+  /** What the input is called in messages: the file's path, or "stdin". */
+  name: string;
+  /** The lines, in batches (those of one chunk read). */
+  batches: AsyncIterable<string[]>;
+  /**
+   * How many non-empty lines there are, counted in the background when the input is a regular
+   * file (a second, cheap pass over it); undefined for stdin.
+   */
+  total: Promise<number | undefined>;
+}
+
+/** Thrown when the input cannot be opened: the CLI's usage error. */
+export class InputError extends Error {}
+
+/** Opens `file` (resolved against `io.cwd`), or stdin for `-` and undefined. */
+export async function openInput(file: string | undefined, io: CliIo): Promise<Input> {
+  if (file === undefined || file === '-') {
+    return {
+      name: 'stdin',
+      batches: lineBatches(() => io.stdin),
+      total: Promise.resolve(undefined),
+    };
+  }
+  const path = resolve(io.cwd, file);
+  let isFile: boolean;
+  try {
+    const info = await stat(path);
+    if (info.isDirectory()) throw new InputError(`cannot read ${file}: it is a directory`);
+    isFile = info.isFile();
+  } catch (error) {
+    if (error instanceof InputError) throw error;
+    throw new InputError(`cannot read ${file}: ${fileProblem(error)}`);
+  }
+  // A FIFO or a device may be readable once only: count regular files alone.
+  const total = isFile ? countLines(path) : Promise.resolve(undefined);
+  const open = (): Readable => createReadStream(path, { highWaterMark: 64 * 1024 });
+  return { name: file, batches: lineBatches(open), total };
+}
+
+/** Why a file could not be used, briefly. */
+export function fileProblem(error: unknown): string {
+  const code = (error as { code?: unknown }).code;
+  if (code === 'ENOENT') return 'no such file or directory';
+  if (code === 'EACCES' || code === 'EPERM') return 'permission denied';
+  if (code === 'EISDIR') return 'it is a directory';
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** Whether a line holds nothing but blanks (such lines are skipped: they are not requests). */
+export function isBlank(line: string): boolean {
+  return line.length === 0 || (line.charCodeAt(0) <= 32 && line.trim() === '');
+}
+
+/** Splits a stream (opened on the first pull) into lines, yielding those of each chunk together. */
+async function* lineBatches(open: () => Readable): AsyncGenerator<string[], void, undefined> {
+  const stream = open();
+  stream.setEncoding('utf8');
+  let carry = '';
+  try {
+    for await (const chunk of stream as AsyncIterable<string>) {
+      const lines = (carry === '' ? chunk : carry + chunk).split('\n');
+      carry = lines.pop() ?? '';
+      if (lines.length === 0) continue;
+      for (let i = 0; i < lines.length; i++) {
+        const line = lines[i]!;
+        if (line.endsWith('\r')) lines[i] = line.slice(0, -1);
+      }
+      yield lines;
+    }
+    if (carry !== '') yield [carry.endsWith('\r') ? carry.slice(0, -1) : carry];
+  } finally {
+    stream.destroy();
+  }
+}
+
+const NEWLINE = 10;
+
+/** Space, tab, CR, vertical tab, form feed: what `isBlank()` trims (in ASCII). */
+function isSpace(byte: number): boolean {
+  return byte === 32 || (byte >= 9 && byte <= 13);
+}
+
+/** Counts the lines of a file that are not blank. Never rejects. */
+async function countLines(path: string): Promise<number | undefined> {
+  let count = 0;
+  let lineHasContent = false;
+  try {
+    for await (const chunk of createReadStream(path, {
+      highWaterMark: 256 * 1024,
+    }) as AsyncIterable<Buffer>) {
+      let from = 0;
+      for (;;) {
+        const at = chunk.indexOf(NEWLINE, from);
+        const end = at === -1 ? chunk.length : at;
+        // Usually decided by the line's first byte; only blank-looking lines are scanned on.
+        for (let i = from; !lineHasContent && i < end; i++) lineHasContent = !isSpace(chunk[i]!);
+        if (at === -1) break;
+        if (lineHasContent) count++;
+        lineHasContent = false;
+        from = at + 1;
+      }
+    }
+  } catch {
+    return undefined;
+  }
+  return lineHasContent ? count + 1 : count;
+}

@@ -1,0 +1,302 @@
+/**
+ * `sluice`: argv to options to one run, and an exit code. Everything it touches of the outside
+ * world comes in through `CliIo`, so tests run it in-process; `bin.ts` passes the real ones.
+ *
+ * Exit codes: 0 every line ok, 1 some failed, 2 a usage error (a bad option, a file that cannot
+ * be used), 130 interrupted.
+ */
+import { readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { parseDuration, parseRate } from '../_parse.ts';
+import { ExecCommand, type ExecSettings } from './exec.ts';
+import { FetchCommand, type FetchSettings } from './fetch.ts';
+import type { CliIo } from './io.ts';
+import type { RunConfig } from './report-data.ts';
+import { runLines, UsageError, type LineSettings } from './lines.ts';
+
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+const MAX_OUTPUT = 64 * 1024;
+
+function integer(min: number): (value: string) => number {
+  return (value) => {
+    const n = Number(value);
+    if (!/^\s*\d+\s*$/.test(value) || !Number.isSafeInteger(n) || n < min) {
+      throw new InvalidArgumentError(`Expected an integer >= ${min}.`);
+    }
+    return n;
+  };
+}
+
+function duration(value: string): number {
+  const ms = /^\s*\d+(\.\d+)?\s*$/.test(value) ? Number(value) : safeDuration(value);
+  if (ms === undefined || !(ms > 0) || !Number.isFinite(ms)) {
+    throw new InvalidArgumentError(
+      'Expected a duration like "30s", "250ms" or a number of ms > 0.',
+    );
+  }
+  return ms;
+}
+
+function safeDuration(value: string): number | undefined {
+  try {
+    return parseDuration('duration', value);
+  } catch {
+    return undefined;
+  }
+}
+
+function rate(value: string, previous: string[] | undefined): string[] {
+  try {
+    parseRate('rate', value);
+  } catch {
+    throw new InvalidArgumentError('Expected a rate like "10/s", "500/min" or "1/2s".');
+  }
+  return [...(previous ?? []), value.trim()];
+}
+
+function header(value: string, previous: [string, string][] | undefined): [string, string][] {
+  const colon = value.indexOf(':');
+  const name = colon === -1 ? '' : value.slice(0, colon).trim();
+  if (!TOKEN.test(name)) throw new InvalidArgumentError('Expected "Name: value".');
+  return [...(previous ?? []), [name.toLowerCase(), value.slice(colon + 1).trim()]];
+}
+
+function method(value: string): string {
+  if (!TOKEN.test(value))
+    throw new InvalidArgumentError('Expected an HTTP method like GET or POST.');
+  return value.toUpperCase();
+}
+
+function version(): string {
+  try {
+    const text = readFileSync(new URL('../../package.json', import.meta.url), 'utf8');
+    return (JSON.parse(text) as { version: string }).version;
+  } catch {
+    return 'unknown';
+  }
+}
+
+/** The options both commands take. */
+function addLineOptions(command: Command, concurrency: number, concurrencyText?: string): Command {
+  return command
+    .argument('[file]', 'input file, one job per line (blank lines skipped); - or none: stdin')
+    .option('-o, --output <file>', 'write the records to FILE instead of stdout')
+    .addOption(
+      new Option('-c, --concurrency <n>', 'at most N in flight at once')
+        .argParser(integer(1))
+        .default(concurrency, concurrencyText),
+    )
+    .option('--rate <rate>', 'at most this many starts, e.g. 10/s (repeatable: all hold)', rate)
+    .option('--ordered', 'write the records in input order (default: as they finish)')
+    .option('--resume <file>', "a previous run's output: lines recorded ok there are not run again")
+    .option('--report <file>', 'write an HTML report of the run to FILE')
+    .option('-q, --quiet', 'no progress on stderr');
+}
+
+interface LineOptions {
+  output?: string;
+  concurrency: number;
+  rate?: string[];
+  ordered?: boolean;
+  resume?: string;
+  report?: string;
+  quiet?: boolean;
+}
+
+function lineSettings(file: string | undefined, options: LineOptions): LineSettings {
+  return {
+    file,
+    output: options.output,
+    ordered: options.ordered === true,
+    quiet: options.quiet === true,
+    resume: options.resume,
+    report: options.report,
+  };
+}
+
+interface FetchOptions extends LineOptions {
+  perHostConcurrency?: number;
+  perHostRate?: string[];
+  retries: number;
+  timeout: number;
+  header?: [string, string][];
+  method: string;
+  body?: boolean;
+}
+
+interface ExecOptions extends LineOptions {
+  retries: number;
+  timeout?: number;
+}
+
+async function fetchAction(io: CliIo, file: string | undefined, o: FetchOptions): Promise<number> {
+  const headers: Record<string, string> = {};
+  for (const [name, value] of o.header ?? []) headers[name] = value;
+  const settings: FetchSettings = {
+    concurrency: o.concurrency,
+    rates: o.rate ?? [],
+    perHostConcurrency: o.perHostConcurrency,
+    perHostRates: o.perHostRate ?? [],
+    retries: o.retries,
+    timeoutMs: o.timeout,
+    headers,
+    method: o.method,
+    body: o.body === true,
+  };
+  const config: RunConfig = {
+    command: 'fetch',
+    concurrency: settings.concurrency,
+    rates: settings.rates,
+    retries: settings.retries,
+    timeoutMs: o.timeout,
+  };
+  if (settings.perHostConcurrency !== undefined)
+    config.perHostConcurrency = settings.perHostConcurrency;
+  if (settings.perHostRates.length > 0) config.perHostRates = settings.perHostRates;
+  // As many lines admitted as may be in flight: a queue inside the client would only cost time,
+  // and with a global rate, a start the rate allowed could then wait for a slot and go out in a
+  // burst later. Per-host limits that can bind are the exception: lines for other hosts must be
+  // at hand when one host's slots are full, so twice as many are admitted, and the client serves
+  // the hosts in turn.
+  const perHostBinds =
+    (settings.perHostConcurrency !== undefined &&
+      settings.perHostConcurrency < settings.concurrency) ||
+    settings.perHostRates.length > 0;
+  const window = perHostBinds ? 2 * settings.concurrency : settings.concurrency;
+  return runLines(io, lineSettings(file, o), config, window, () => new FetchCommand(settings));
+}
+
+async function execAction(io: CliIo, file: string | undefined, o: ExecOptions): Promise<number> {
+  const settings: ExecSettings = {
+    concurrency: o.concurrency,
+    rates: o.rate ?? [],
+    retries: o.retries,
+    timeoutMs: o.timeout,
+    maxOutput: MAX_OUTPUT,
+  };
+  const config: RunConfig = {
+    command: 'exec',
+    concurrency: settings.concurrency,
+    rates: settings.rates,
+    retries: settings.retries,
+  };
+  if (o.timeout !== undefined) config.timeoutMs = o.timeout;
+  return runLines(
+    io,
+    lineSettings(file, o),
+    config,
+    2 * settings.concurrency,
+    () => new ExecCommand(settings, io),
+  );
+}
+
+const EXIT_CODES = `
+Exit codes: 0 every line ok, 1 some failed, 2 usage error, 130 interrupted.
+Ctrl-C stops starting new work, gives what runs 2 s (SLUICE_GRACE_MS) to finish, then cancels it
+and writes a record for every line left ("cancelled" or "not run"); a second Ctrl-C exits at once.`;
+
+/**
+ * Runs the CLI with `argv` (the arguments after the program's name) and returns the exit code.
+ * Never throws for anything the user typed: bad options print one line to stderr and return 2.
+ */
+export async function main(argv: readonly string[], io: CliIo): Promise<number> {
+  let code = 0;
+  let failedCommand = '';
+  const program = new Command('sluice');
+  const configure = (command: Command, name: string): Command =>
+    command.exitOverride().configureOutput({
+      writeOut: (text) => io.stdout.write(text),
+      writeErr: (text) => io.stderr.write(text),
+      getOutHelpWidth: () => 100,
+      getErrHelpWidth: () => 100,
+      // Commander's own error output is replaced by one line, written below.
+      outputError: () => {
+        failedCommand = name;
+      },
+    });
+  configure(program, '')
+    .description('Run many jobs without overrunning what they touch.')
+    .version(version(), '-V, --version')
+    .addHelpText('after', EXIT_CODES);
+
+  const fetch = configure(program.command('fetch'), 'fetch')
+    .summary('one HTTP request per input line, one JSON record each')
+    .description(
+      'Send one HTTP request per input line (a URL, or JSON {"url","method","headers","body","id"}) and write one JSON record per line: {index,id,url,status,ok,attempts,ms,bytes,error}.',
+    );
+  addLineOptions(fetch, 16)
+    .option(
+      '--per-host-concurrency <n>',
+      'at most N in flight per origin (default: --concurrency)',
+      integer(1),
+    )
+    .option('--per-host-rate <rate>', 'at most this many starts per origin (repeatable)', rate)
+    .option(
+      '--retries <n>',
+      'retries of idempotent requests after network errors, timeouts, 408, 429 and 5xx',
+      integer(0),
+      2,
+    )
+    .addOption(
+      new Option('--timeout <duration>', 'per attempt, body included (e.g. 30s, 500ms)')
+        .argParser(duration)
+        .default(30_000, '30s'),
+    )
+    .option('-H, --header <header>', '"Name: value" sent with every request (repeatable)', header)
+    .option('-X, --method <method>', 'the method of URL lines', method, 'GET')
+    .option('--body', 'include the response body in the record (JSON parsed, else text)')
+    .addHelpText('after', EXIT_CODES)
+    .action(async (file: string | undefined, options: FetchOptions) => {
+      code = await fetchAction(io, file, options);
+    });
+
+  const exec = configure(program.command('exec'), 'exec')
+    .summary('one shell command per input line (like xargs -P), one JSON record each')
+    .description(
+      'Run one shell command per input line (like xargs -P) and write one JSON record per line: {index,cmd,code,signal,ok,attempts,ms,stdout,stderr,error}.',
+    );
+  addLineOptions(exec, availableParallelism(), 'the number of CPUs')
+    .option('--retries <n>', 'retries of a command that fails', integer(0), 0)
+    .addOption(
+      new Option(
+        '--timeout <duration>',
+        "per attempt; kills the command's process group (e.g. 30s)",
+      ).argParser(duration),
+    )
+    .addHelpText('after', EXIT_CODES)
+    .action(async (file: string | undefined, options: ExecOptions) => {
+      code = await execAction(io, file, options);
+    });
+
+  configure(program.command('demo'), 'demo')
+    .summary('a local API with limits of its own, and 100 requests through sluice')
+    .description('Start a local API with limits of its own and run 100 requests through sluice.')
+    .action(async () => {
+      const { runDemo } = await import('../demo/run.ts');
+      code = await runDemo(io);
+    });
+
+  if (argv.length === 0) {
+    program.outputHelp({ error: true });
+    return 2;
+  }
+  try {
+    await program.parseAsync([...argv], { from: 'user' });
+    return code;
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version') return 0;
+      if (error.code === 'commander.help') return error.exitCode === 0 ? 0 : 2;
+      const message = error.message.replace(/^error: /, '').replace(/\s*\n\s*/g, ' ');
+      const help = failedCommand === '' ? 'sluice --help' : `sluice ${failedCommand} --help`;
+      io.stderr.write(`sluice: ${message} (see ${help})\n`);
+      return 2;
+    }
+    if (error instanceof UsageError) {
+      io.stderr.write(`sluice: ${error.message}\n`);
+      return 2;
+    }
+    throw error;
+  }
+}

@@ -1,0 +1,151 @@
+/**
+ * The real `sluice` executable, spawned as a child process: one record per input line, the exit
+ * codes, and SIGINT mid-run (the first loses no record; the second exits at once).
+ */
+import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import {
+  indexes,
+  parseRecords,
+  range,
+  spawnCli,
+  startServer,
+  tempDir,
+  until,
+  type TestServer,
+} from './cli-helpers.ts';
+
+const { dir, remove } = tempDir();
+after(remove);
+
+describe('sluice, spawned', { concurrency: true }, () => {
+  let server: TestServer;
+  before(async () => {
+    server = await startServer((req, res, _body, s) => {
+      if (req.url?.startsWith('/hang')) s.held.push(res);
+      else if (req.url?.startsWith('/fail')) {
+        res.statusCode = 503;
+        res.end();
+      } else setTimeout(() => res.end('ok'), req.url?.startsWith('/fast') ? 20 : 0);
+    });
+  });
+  after(() => server.close());
+
+  it('writes one record per input line, bad lines included, and exits 1', async () => {
+    const input = join(dir, 'mixed.txt');
+    const lines = [
+      `${server.url}/a`,
+      '{"url": "oops"',
+      'http://[not-a-url',
+      'ftp://example.com/x',
+      `{"url":"${server.url}/b","id":2}`,
+      `${server.url}/fail`,
+    ];
+    writeFileSync(input, `${lines.join('\n')}\n`);
+    const out = join(dir, 'mixed.jsonl');
+    const run = await spawnCli(['fetch', '--retries', '0', '-o', out, input]).done;
+    assert.equal(run.code, 1);
+    const records = parseRecords(readFileSync(out, 'utf8'));
+    assert.deepEqual(indexes(records), range(lines.length));
+    assert.deepEqual(
+      records.sort((a, b) => (a.index as number) - (b.index as number)).map((r) => r.ok),
+      [true, false, false, false, true, false],
+    );
+    assert.match(run.stderr, /sluice fetch: 6 done, 4 failed in /);
+  });
+
+  it('exits 0 when every line is ok, reading stdin', async () => {
+    const run = await spawnCli(['fetch', '-q', '--ordered'], {
+      stdin: `${server.url}/1\n${server.url}/2\n`,
+    }).done;
+    assert.equal(run.code, 0);
+    assert.deepEqual(
+      parseRecords(run.stdout).map((r) => r.index),
+      [0, 1],
+    );
+    assert.equal(run.stderr, '');
+  });
+
+  it('exits 2 with one line on stderr for a bad option', async () => {
+    const run = await spawnCli(['fetch', '--rate', '10 per second']).done;
+    assert.equal(run.code, 2);
+    assert.equal(run.stdout, '');
+    assert.match(
+      run.stderr,
+      /^sluice: [^\n]*Expected a rate like[^\n]*\(see sluice fetch --help\)\n$/,
+    );
+  });
+
+  it('loses no record on a SIGINT mid-run, and exits 130', { timeout: 15_000 }, async () => {
+    const lines = range(40).map((i) => `${server.url}/${i % 2 === 0 ? 'fast' : 'hang'}/sigint${i}`);
+    const input = join(dir, 'sigint.txt');
+    writeFileSync(input, `${lines.join('\n')}\n`);
+    const spawned = spawnCli(['fetch', '-q', '-c', '4', input], {
+      env: { SLUICE_GRACE_MS: '300' },
+    });
+    const hanging = (): number =>
+      server.requests.filter((r) => r.url.startsWith('/hang/sigint')).length;
+    await until(() => hanging() >= 3, 10_000, 'requests in flight');
+    spawned.child.kill('SIGINT');
+    const run = await spawned.done;
+    assert.equal(run.code, 130);
+    const records = parseRecords(run.stdout);
+    assert.deepEqual(indexes(records), range(40));
+    const errors = new Set(records.map((r) => r.error));
+    assert.ok(errors.has(null), 'some finished');
+    assert.ok(errors.has('cancelled'), 'some were cancelled');
+    assert.ok(errors.has('not run'), 'some never ran');
+    for (const record of records) {
+      if (record.error === 'cancelled') assert.match(record.url as string, /\/hang\//);
+      if (record.error === 'not run') assert.equal(record.attempts, 0);
+    }
+  });
+
+  it('exits at once on a second SIGINT', { timeout: 15_000 }, async () => {
+    const lines = range(6).map((i) => `${server.url}/hang/twice${i}`);
+    const spawned = spawnCli(['fetch', '-q', '-c', '3', '-'], {
+      stdin: `${lines.join('\n')}\n`,
+      env: { SLUICE_GRACE_MS: '60000' },
+    });
+    const hanging = (): number =>
+      server.requests.filter((r) => r.url.startsWith('/hang/twice')).length;
+    await until(() => hanging() >= 3, 10_000, 'requests in flight');
+    spawned.child.kill('SIGINT');
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const started = performance.now();
+    spawned.child.kill('SIGINT');
+    const run = await spawned.done;
+    assert.equal(run.code, 130);
+    assert.ok(performance.now() - started < 2000, `took ${performance.now() - started}ms`);
+  });
+
+  it(
+    'runs shell commands with exec, a timeout killing what they started',
+    { timeout: 15_000 },
+    async () => {
+      const pid = join(dir, 'e2e-child.pid');
+      const run = await spawnCli(['exec', '-q', '--ordered', '--timeout', '300ms', '-'], {
+        stdin: `echo hello\nsleep 30 & echo $! > ${pid}; wait\n`,
+      }).done;
+      assert.equal(run.code, 1);
+      const records = parseRecords(run.stdout);
+      assert.equal(records[0]!.stdout, 'hello\n');
+      assert.equal(records[1]!.error, 'timed out after 300ms');
+      const child = Number(readFileSync(pid, 'utf8'));
+      await until(
+        () => {
+          try {
+            process.kill(child, 0);
+            return readFileSync(`/proc/${child}/stat`, 'utf8').includes(') Z');
+          } catch {
+            return true;
+          }
+        },
+        2000,
+        'the sleeping child to die',
+      );
+    },
+  );
+});

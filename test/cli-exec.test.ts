@@ -1,0 +1,201 @@
+/**
+ * `sluice exec`, run in-process: records of real shell commands, output caps, retries, the
+ * concurrency, timeouts that kill a whole process group, and interrupts.
+ */
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { cli, indexes, range, startCli, tempDir, until } from './cli-helpers.ts';
+
+const { dir, remove } = tempDir();
+after(remove);
+
+/** Whether a process is alive (a zombie awaiting its reaper counts as dead). */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+function pidIn(path: string): number {
+  return Number(readFileSync(path, 'utf8').trim());
+}
+
+describe('sluice exec', () => {
+  it('runs one command per line and records its code, signal, stdout and stderr', async () => {
+    const run = await cli(['exec', '-q', '--ordered', '-'], {
+      stdin: [
+        'echo out',
+        'echo err >&2; exit 3',
+        '',
+        'kill -TERM $$',
+        'printf "%s" "$HOME_TEST"',
+      ].join('\n'),
+      env: { HOME_TEST: 'from the env' },
+    });
+    assert.equal(run.code, 1);
+    assert.deepEqual(indexes(run.records), [0, 1, 3, 4]);
+    const [echo, exit3, killed, env] = run.records;
+    assert.deepEqual(
+      { ...echo, ms: 0 },
+      {
+        index: 0,
+        cmd: 'echo out',
+        code: 0,
+        signal: null,
+        ok: true,
+        attempts: 1,
+        ms: 0,
+        stdout: 'out\n',
+        stderr: '',
+        error: null,
+      },
+    );
+    assert.equal(exit3!.code, 3);
+    assert.equal(exit3!.ok, false);
+    assert.equal(exit3!.stderr, 'err\n');
+    assert.equal(exit3!.error, 'exit code 3');
+    assert.equal(killed!.code, null);
+    assert.equal(killed!.signal, 'SIGTERM');
+    assert.equal(killed!.error, 'killed by SIGTERM');
+    assert.equal(env!.stdout, 'from the env');
+  });
+
+  it('exits 0 when every command succeeds, and runs them in the working directory', async () => {
+    const run = await cli(['exec', '-q', '-'], { stdin: 'pwd\ntrue\n', cwd: dir });
+    assert.equal(run.code, 0);
+    assert.equal(run.records.find((r) => r.index === 0)!.stdout, `${dir}\n`);
+  });
+
+  it('keeps the first 64 KiB of output and says how much there was', async () => {
+    const run = await cli(['exec', '-q', '-'], {
+      stdin: "head -c 100000 /dev/zero | tr '\\0' a\n",
+    });
+    const stdout = run.records[0]!.stdout as string;
+    assert.ok(stdout.startsWith('a'.repeat(65536)));
+    assert.equal(
+      stdout.slice(65536),
+      '\n[sluice: output truncated: 100000 bytes, the first 65536 kept]',
+    );
+    assert.equal(run.records[0]!.ok, true);
+  });
+
+  it('retries a failing command with --retries', async () => {
+    const marker = join(dir, 'retried');
+    const cmd = `if [ -f ${marker} ]; then echo second; else touch ${marker}; exit 1; fi`;
+    const run = await cli(['exec', '-q', '--retries', '2', '-'], { stdin: `${cmd}\n` });
+    assert.equal(run.code, 0);
+    assert.equal(run.records[0]!.attempts, 2);
+    assert.equal(run.records[0]!.stdout, 'second\n');
+  });
+
+  it('does not retry without --retries', async () => {
+    const run = await cli(['exec', '-q', '-'], { stdin: 'exit 1\n' });
+    assert.equal(run.code, 1);
+    assert.equal(run.records[0]!.attempts, 1);
+  });
+
+  it('runs at most --concurrency commands at once', async () => {
+    const slots = join(dir, 'slots');
+    const cmd = (i: number): string =>
+      `mkdir -p ${slots} && touch ${slots}/${i} && ls ${slots} | wc -l > ${slots}.peak${i} && sleep 0.05 && rm ${slots}/${i}`;
+    const run = await cli(['exec', '-q', '-c', '2', '-'], { stdin: range(8).map(cmd).join('\n') });
+    assert.equal(run.code, 0);
+    const peaks = range(8).map((i) => Number(readFileSync(`${slots}.peak${i}`, 'utf8')));
+    assert.equal(Math.max(...peaks), 2);
+  });
+
+  it('spaces command starts by --rate', async () => {
+    const started = performance.now();
+    const run = await cli(['exec', '-q', '-c', '4', '--rate', '20/s', '-'], {
+      stdin: 'true\ntrue\ntrue\ntrue\n',
+    });
+    assert.equal(run.code, 0);
+    assert.ok(performance.now() - started >= 140, `took ${performance.now() - started}ms`);
+  });
+
+  it(
+    "kills a timed-out command's whole process group, what it started included",
+    { timeout: 15_000 },
+    async () => {
+      const child = join(dir, 'child.pid');
+      const parent = join(dir, 'parent.pid');
+      const cmd = `sleep 30 & echo $! > ${child}; echo $$ > ${parent}; wait`;
+      const started = performance.now();
+      const run = await cli(['exec', '-q', '--timeout', '300ms', '-'], { stdin: `${cmd}\n` });
+      assert.ok(performance.now() - started < 5000);
+      assert.equal(run.code, 1);
+      assert.equal(run.records[0]!.error, 'timed out after 300ms');
+      assert.equal(run.records[0]!.signal, 'SIGTERM');
+      await until(() => !alive(pidIn(child)) && !alive(pidIn(parent)), 2000, 'both to die');
+    },
+  );
+
+  it('kills with SIGKILL a command that ignores SIGTERM', { timeout: 15_000 }, async () => {
+    const child = join(dir, 'stubborn.pid');
+    const cmd = `trap '' TERM; sleep 30 & echo $! > ${child}; wait; wait`;
+    const run = await cli(['exec', '-q', '--timeout', '200ms', '-'], { stdin: `${cmd}\n` });
+    assert.equal(run.records[0]!.error, 'timed out after 200ms');
+    assert.equal(run.records[0]!.signal, 'SIGKILL');
+    await until(() => !alive(pidIn(child)), 2000, 'the child to die');
+  });
+
+  it('records a command that cannot start as failed', async () => {
+    const run = await cli(['exec', '-q', '-'], { stdin: 'true\n', cwd: join(dir, 'missing') });
+    assert.equal(run.code, 1);
+    assert.match(run.records[0]!.error as string, /^cannot run the command: /);
+  });
+
+  it('skips commands recorded ok by --resume', async () => {
+    const previous = join(dir, 'exec-previous.jsonl');
+    writeFileSync(
+      previous,
+      `${JSON.stringify({ index: 0, cmd: 'echo one', code: 0, ok: true, stdout: 'earlier\n' })}\n`,
+    );
+    const run = await cli(['exec', '-q', '--ordered', '--resume', previous, '-'], {
+      stdin: 'echo one\necho two\n',
+    });
+    assert.equal(run.code, 0);
+    assert.equal(run.records[0]!.stdout, 'earlier\n');
+    assert.equal(run.records[1]!.stdout, 'two\n');
+  });
+
+  it(
+    'on an interrupt, lets commands finish within the grace period, then kills them',
+    { timeout: 15_000 },
+    async () => {
+      const pids = join(dir, 'pids');
+      const lines = range(5).map((i) => `mkdir -p ${pids}; echo $$ > ${pids}/${i}; exec sleep 30`);
+      const running = startCli(['exec', '-q', '-c', '2', '--ordered', '-'], {
+        stdin: lines.join('\n'),
+        env: { SLUICE_GRACE_MS: '100' },
+      });
+      await until(() => existsSync(pids) && readdirSync(pids).length === 2, 5000, 'two commands');
+      running.interrupt();
+      const run = await running.done;
+      assert.equal(run.code, 130);
+      assert.deepEqual(
+        run.records.map((r) => [r.index, r.error]),
+        [
+          [0, 'cancelled'],
+          [1, 'cancelled'],
+          [2, 'not run'],
+          [3, 'not run'],
+          [4, 'not run'],
+        ],
+      );
+      for (const name of readdirSync(pids)) {
+        await until(() => !alive(pidIn(join(pids, name))), 2000, `command ${name} to die`);
+      }
+    },
+  );
+});
