@@ -133,7 +133,9 @@ class Acquirer<T> implements Waiter {
   grant(engine: Engine): void {
     this.granted = true;
     this.#detach();
+    const bookedAt = engine.grantedAt;
     this.#resolve(this.#onGrant(engine, this.weight));
+    engine.restampLater(this.weight, bookedAt, 2);
   }
 
   fail(reason: unknown): void {
@@ -179,7 +181,11 @@ export function request<T>(
   if (signal?.aborted === true) return Promise.reject(signal.reason as unknown);
   const heavy = tooHeavy(engine, weight);
   if (heavy !== undefined) return Promise.reject(heavy);
-  if (engine.tryTake(weight)) return Promise.resolve(onGrant(engine, weight));
+  if (engine.tryTake(weight)) {
+    const granted = Promise.resolve(onGrant(engine, weight));
+    engine.restampLater(weight, engine.grantedAt, 2);
+    return granted;
+  }
   return new Promise<T>((resolve, reject) => {
     const waiter = new Acquirer(weight, onGrant, resolve, reject);
     waiter.watch(engine, signal, timeout === 0 ? Infinity : timeout, verb);

@@ -24,10 +24,18 @@ interface PreciseTimer {
 }
 
 /**
- * Node's timers have millisecond resolution and fire up to about 1.5 ms early or late against
+ * How long before its target a timer is set to fire, in ms. Node's timers have millisecond
+ * resolution and fire up to ~1.5 ms early (typically ~0.3 ms early) or late against
  * `performance.now()`. A rate of 10 per 100 ms loses 10% of its starts to 1 ms of lateness, and
- * breaks its limit with 1 ms of earliness. So the timer is set to fire about 1 ms before the
- * target, and the last stretch is covered by `setImmediate` turns (~20 µs each, I/O still served).
+ * breaks its limit with 1 ms of earliness. So the timer is aimed a little before the target and
+ * the rest is covered by `setImmediate` turns (I/O is still served). 0.6 ms halves the polling of
+ * a 1 ms lead (10% of a core instead of 20% at 100 wake-ups a second, measured) with no loss of
+ * rate; 0.3 ms started to lose starts to late timers.
+ */
+const SPIN = 0.6;
+
+/**
+ * A timer precise to the tens of microseconds: the system clock's. See `SPIN`.
  */
 function preciseTimeout(callback: () => void, ms: number): PreciseTimer {
   const target = performance.now() + ms;
@@ -36,10 +44,10 @@ function preciseTimeout(callback: () => void, ms: number): PreciseTimer {
     timer.timeout = timer.immediate = undefined;
     const remaining = target - performance.now();
     if (remaining <= 0) callback();
-    else if (remaining > 2) timer.timeout = setTimeout(check, remaining - 1);
+    else if (remaining > SPIN + 1) timer.timeout = setTimeout(check, remaining - SPIN);
     else timer.immediate = setImmediate(check);
   };
-  if (ms > 2) timer.timeout = setTimeout(check, ms - 1);
+  if (ms > SPIN + 1) timer.timeout = setTimeout(check, ms - SPIN);
   else timer.immediate = setImmediate(check);
   return timer;
 }

@@ -39,6 +39,8 @@ export class Engine {
   /** Set by `close()`: every later request fails with it. */
   closeReason: unknown = undefined;
   closed = false;
+  /** The clock instant of the latest grant, when a pacer was consulted (for `restamp`). */
+  grantedAt = 0;
   peakHeld = 0;
   granted = 0;
   aborted = 0;
@@ -117,9 +119,37 @@ export class Engine {
       const now = this.clock.now();
       if (pacer.delay(weight, now) > 0) return false;
       pacer.commit(weight, now);
+      this.grantedAt = now;
     }
     this.#take(weight);
     return true;
+  }
+
+  /**
+   * The start granted at `bookedAt` has just really begun: the pacer counts it from now. Called by
+   * a waiter once the code it let through has run (see `Pacer.restamp`).
+   */
+  restamp(weight: number, bookedAt: number): void {
+    this.#pacer?.restamp?.(weight, bookedAt, this.clock.now());
+  }
+
+  /**
+   * Restamps a start once the code it let through has had its turn: `hops` microtasks on, after
+   * the reactions of a promise resolved at the grant (1: code running on after a synchronous
+   * grant; 2: a `then` or `await` on a promise resolved by it).
+   */
+  restampLater(weight: number, bookedAt: number, hops: 1 | 2): void {
+    if (this.#pacer?.restamp === undefined) return;
+    const restamp = (): void => {
+      this.restamp(weight, bookedAt);
+    };
+    queueMicrotask(
+      hops === 1
+        ? restamp
+        : () => {
+            queueMicrotask(restamp);
+          },
+    );
   }
 
   /** Puts `waiter` in line and serves the line (it may be granted before this returns). */
@@ -212,6 +242,7 @@ export class Engine {
             break;
           }
           pacer.commit(weight, now);
+          this.grantedAt = now;
         }
         line.shift();
         this.#take(weight);

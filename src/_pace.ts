@@ -23,12 +23,19 @@ export interface Pacer {
   commit(weight: number, at: number): void;
   /** Told when permits of a start it admitted are given back (for a pacer that lends slots). */
   release?(weight: number): void;
+  /**
+   * Told that a start committed at `bookedAt` really began at `startedAt` (later: its code ran
+   * after the caller's own synchronous work, or after a preemption). Windows count it from then,
+   * so the limit holds for starts as the code that makes them sees them.
+   */
+  restamp?(weight: number, bookedAt: number, startedAt: number): void;
 }
 
 /** Undoes one commit, if nothing was committed after it. */
 export type Undo = () => boolean;
 
 export interface Window extends Pacer {
+  restamp(weight: number, bookedAt: number, startedAt: number): void;
   readonly rate: Rate;
   /** The heaviest start this window can ever admit. */
   readonly maxWeight: number;
@@ -66,6 +73,12 @@ export class Spacing implements Window {
   commit(weight: number, at: number): void {
     this.#tat = Math.max(this.#tat, at) + weight * this.#t;
     this.#commits++;
+  }
+
+  restamp(weight: number, _bookedAt: number, startedAt: number): void {
+    // What the commit would have made of it, had it been made at `startedAt`; later commits
+    // only ever moved `tat` further.
+    this.#tat = Math.max(this.#tat, startedAt + weight * this.#t);
   }
 
   /**
@@ -134,6 +147,18 @@ export class SlidingLog implements Window {
     this.#commits++;
   }
 
+  restamp(_weight: number, bookedAt: number, startedAt: number): void {
+    // Every entry booked at or after `bookedAt` but stamped before `startedAt` moves up to it:
+    // later, so never less strict, and the log stays in order.
+    const log = this.#log;
+    for (let i = 1; i <= log.length; i++) {
+      const at = (this.#head + log.length - i) % log.length;
+      const entry = log[at]!;
+      if (entry < bookedAt) break;
+      if (entry < startedAt) log[at] = startedAt;
+    }
+  }
+
   book(weight: number, at: number): Undo {
     const log = this.#log;
     const overwritten = Array.from(
@@ -197,6 +222,11 @@ export class Pace implements Pacer {
 
   commit(weight: number, at: number): void {
     for (const window of this.windows) window.commit(weight, at);
+  }
+
+  restamp(weight: number, bookedAt: number, startedAt: number): void {
+    if (startedAt <= bookedAt) return;
+    for (const window of this.windows) window.restamp(weight, bookedAt, startedAt);
   }
 
   /** Whether, from `now` on, this pace remembers nothing that could hold a start back. */

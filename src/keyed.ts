@@ -141,6 +141,10 @@ class KeyPacer implements Pacer {
     this.#global.held -= weight;
     this.#global.pump();
   }
+
+  restamp(weight: number, bookedAt: number, startedAt: number): void {
+    this.#pace.restamp(weight, bookedAt, startedAt);
+  }
 }
 
 interface Entry {

@@ -179,7 +179,31 @@ class Attempt implements TaskContext {
     this.#aborted = true;
     this.#reason = reason;
     this.#controller?.abort(reason);
+    const callbacks = this.#callbacks;
+    this.#callbacks = undefined;
+    if (callbacks !== undefined) for (const callback of callbacks) callback(reason);
   }
+
+  #callbacks: ((reason: unknown) => void)[] | undefined;
+
+  /** Calls `callback(reason)` when the attempt aborts (at once if it has): no AbortController. */
+  whenAborted(callback: (reason: unknown) => void): void {
+    if (this.#aborted) callback(this.#reason);
+    else (this.#callbacks ??= []).push(callback);
+  }
+}
+
+/**
+ * Calls `callback(reason)` when the attempt behind `context` aborts (times out, its caller aborts,
+ * the limiter gives up on it): what the signal does, for code that can be told without one (an
+ * AbortController per request is a measurable cost on a fast path). @internal
+ */
+export function whenAborted(context: TaskContext, callback: (reason: unknown) => void): void {
+  if (context instanceof Attempt) context.whenAborted(callback);
+  else
+    context.signal.addEventListener('abort', () => {
+      callback(context.signal.reason);
+    });
 }
 
 type TaskFn = (context: TaskContext) => unknown;
@@ -476,7 +500,9 @@ export class Limiter extends EventEmitter<LimiterEvents> implements Gate {
   tryAcquire(weight = 1): Permit | undefined {
     v.integer('weight', weight, 1);
     if (this.#closing !== undefined) throw this.#closing;
-    return this.#engine.tryTake(weight) ? makePermit(this.#engine, weight) : undefined;
+    if (!this.#engine.tryTake(weight)) return undefined;
+    this.#engine.restampLater(weight, this.#engine.grantedAt, 1);
+    return makePermit(this.#engine, weight);
   }
 
   /** Stops starting tasks until `resume()`. Running tasks go on. */
@@ -704,6 +730,7 @@ export class Limiter extends EventEmitter<LimiterEvents> implements Gate {
 
   /** Runs one attempt; the task's permits are held. */
   #start(task: Task): void {
+    const bookedAt = this.#engine.grantedAt;
     task.state = State.Running;
     const attempt = new Attempt(++task.attempt);
     task.current = attempt;
@@ -722,6 +749,10 @@ export class Limiter extends EventEmitter<LimiterEvents> implements Gate {
     } catch (error) {
       this.#settle(task, attempt, false, error);
       return;
+    } finally {
+      // The task's synchronous part (where it sends its request) has run: the rate counts the
+      // start from now, not from the booking a few microseconds (or a preemption) earlier.
+      if (this.#engine.pacer !== undefined) this.#engine.restamp(task.cost, bookedAt);
     }
     if (isThenable(result)) {
       (result instanceof Promise ? result : Promise.resolve(result)).then(

@@ -246,6 +246,8 @@ export class RateLimiter {
     if (heavy !== undefined) throw heavy;
     if (!engine.tryTake(weight)) return false;
     engine.release(weight);
+    // The caller starts right after this returns: count the start once that code has run.
+    engine.restampLater(weight, engine.grantedAt, 1);
     return true;
   }
 

@@ -250,6 +250,26 @@ describe('Limiter', () => {
       assert.equal(limiter.isIdle, true);
     });
 
+    it("spaces starts from when the task's synchronous part has run, not from its booking", async () => {
+      const clock = new ManualClock();
+      const limiter = new Limiter({ rate: '10/s', clock });
+      const instants: number[] = [];
+      const tasks = Array.from({ length: 3 }, () =>
+        limiter.schedule(() => {
+          instants.push(clock.now());
+          clock.jumpTo(clock.now() + 30); // a long synchronous start (or a preemption)
+          return 'ok';
+        }),
+      );
+      await clock.advanceTo(1000);
+      await Promise.all(tasks);
+      // Each start is counted from the end of its synchronous part: 0+30, then 130+30, ...
+      assert.deepEqual(
+        instants.map((t) => Math.round(t)),
+        [0, 130, 260],
+      );
+    });
+
     it('changes the rate at runtime: the next start is due one new interval after the last', async () => {
       const clock = new ManualClock();
       const limiter = new Limiter({ rate: '1/s', clock });

@@ -441,6 +441,36 @@ describe('RateLimiter', () => {
     });
   });
 
+  describe('starts counted from when their code runs', () => {
+    it('counts a start from when the code awaiting wait() runs, not from the booking', async () => {
+      const clock = new ManualClock();
+      const limiter = new RateLimiter({ rate: '10/100ms', window: 'sliding', clock });
+      const starts = new Starts(clock);
+      // Eleven waits in one synchronous loop: ten are booked at t=0, but the loop (or a
+      // preemption) holds the thread until t=3, so their code runs at t=3.
+      for (let i = 0; i < 11; i++) void starts.track(`w${i}`, limiter.wait());
+      clock.jumpTo(3);
+      await settle(clock);
+      assert.deepEqual(
+        starts.log.map(([, at]) => at),
+        [...Array.from({ length: 10 }, () => 3), 103],
+        'the eleventh waits until the first ten, as they really ran, have left the window',
+      );
+    });
+
+    it('counts a tryTake from when the code that follows it has run', async () => {
+      const clock = new ManualClock();
+      const limiter = new RateLimiter({ rate: '1/100ms', clock });
+      assert.equal(limiter.tryTake(), true);
+      clock.jumpTo(7); // the caller's synchronous work after the start
+      await flush();
+      await clock.advanceTo(106);
+      assert.equal(limiter.tryTake(), false, 'at 106: only 99 ms after the start really ran');
+      await clock.advanceTo(107 + HAIR);
+      assert.equal(limiter.tryTake(), true);
+    });
+  });
+
   describe('a sliding window', () => {
     it("admits '10/s' ten at t0=0 and the eleventh at t1=1000", async () => {
       const clock = new ManualClock();

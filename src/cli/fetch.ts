@@ -1,16 +1,16 @@
 /**
- * `sluice fetch`: one request per input line, through `createRequest()` (undici's `request`
- * under per-origin gates, a global concurrency, retries and timeouts), one JSON record per line:
+ * `sluice fetch`: one request per input line, through `createExchange()` (undici's `dispatch`
+ * under per-origin gates, a global concurrency, retries and timeouts: the fastest way to a whole
+ * response), one JSON record per line:
  * `{ index, id, url, status, ok, attempts, ms, bytes, error }` and, with `--body`, `body`.
  *
  * What a line means, and how credentials are kept out of records: `fetch-line.ts`.
  */
 import { STATUS_CODES } from 'node:http';
-import type { Readable } from 'node:stream';
 import {
-  createRequest,
+  createExchange,
+  type ExchangeFunction,
   type HttpOptions,
-  type LimitedRequestFunction,
   type RequestReport,
 } from '../http/index.ts';
 import { ClosedError } from '../errors.ts';
@@ -53,59 +53,33 @@ function rounded(ms: number): number {
   return Math.round(ms * 10) / 10;
 }
 
-/** Reads a body to its end, counting its bytes (events: an async iterator costs more per body). */
-function countBytes(body: Readable): Promise<number> {
-  return new Promise<number>((resolve, reject) => {
-    let bytes = 0;
-    let ended = false;
-    body.on('data', (chunk: Buffer) => {
-      bytes += chunk.length;
-    });
-    body.once('end', () => {
-      ended = true;
-      resolve(bytes);
-    });
-    body.once('error', reject);
-    body.once('close', () => {
-      // Closed before its end without an error: cut short.
-      if (!ended) reject(new Error('the response body ended early'));
-    });
-  });
-}
-
 interface Read {
   bytes: number;
   body: unknown;
 }
 
-/** Reads a response body to keep it: its size, and its text or parsed JSON. */
-async function readBody(
-  body: Readable,
+/** A response body to keep: its text, or its parsed JSON. */
+function readBody(
+  body: Buffer,
   contentType: string | string[] | undefined,
   secrets: readonly string[],
-): Promise<Read> {
-  let bytes = 0;
-  const chunks: Buffer[] = [];
-  for await (const chunk of body as AsyncIterable<Buffer>) {
-    bytes += chunk.length;
-    chunks.push(chunk);
-  }
+): unknown {
   // A server may echo the request's headers back: credentials stay out of the record anyway.
-  const text = maskValues(Buffer.concat(chunks, bytes).toString('utf8'), secrets);
+  const text = maskValues(body.toString('utf8'), secrets);
   const type = Array.isArray(contentType) ? contentType[0] : contentType;
   if (type !== undefined && /\bjson\b|\+json\b/i.test(type)) {
     try {
-      return { bytes, body: JSON.parse(text) as unknown };
+      return JSON.parse(text) as unknown;
     } catch {
       // Not the JSON it claimed to be: the text then.
     }
   }
-  return { bytes, body: text };
+  return text;
 }
 
 export class FetchCommand implements Command<FetchTask> {
   readonly #settings: FetchSettings;
-  readonly #request: LimitedRequestFunction;
+  readonly #request: ExchangeFunction;
   readonly #rate: RateLimiter | undefined;
   readonly #controller = new AbortController();
   /** Values masked in every message: the sensitive `-H` headers. */
@@ -126,7 +100,7 @@ export class FetchCommand implements Command<FetchTask> {
       signal: this.#controller.signal,
       ...(settings.timeoutMs === undefined ? {} : { timeout: settings.timeoutMs }),
     };
-    this.#request = createRequest(options);
+    this.#request = createExchange(options);
     this.#rate = settings.rates.length > 0 ? new RateLimiter(settings.rates) : undefined;
     this.#secrets = Object.entries(settings.headers)
       .filter(([name]) => SENSITIVE.has(name))
@@ -226,14 +200,22 @@ export class FetchCommand implements Command<FetchTask> {
         method: task.method,
         headers: task.headers,
         body: task.body,
+        keepBody: this.#settings.body,
         onReport: (r) => {
           report = r;
         },
+        onStatus: (s) => {
+          status = s; // kept even if the body then fails
+        },
       });
       status = response.status;
-      const read: Read = this.#settings.body
-        ? await readBody(response.body, response.headers['content-type'], this.#secretsOf(task))
-        : { bytes: await countBytes(response.body), body: undefined };
+      const read: Read = {
+        bytes: response.bytes,
+        body:
+          response.body === undefined
+            ? undefined
+            : readBody(response.body, response.headers['content-type'], this.#secretsOf(task)),
+      };
       return this.#answered(task, index, status, read, report, started);
     } catch (error) {
       const attempts = report?.attempts ?? 0;

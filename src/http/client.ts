@@ -20,6 +20,7 @@ import * as v from '../_validate.ts';
 import { setMaxListeners } from 'node:events';
 import { ClosedError, RetryError, TimeoutError } from '../errors.ts';
 import { KeyedLimiter } from '../keyed.ts';
+import { whenAborted } from '../limiter.ts';
 import type { WindowKind } from '../rate.ts';
 import { backoff, retryPolicy, sleep, type RetryOptions, type RetryPolicy } from '../retry.ts';
 import { serverWait, type HeaderGetter, type ServerWait } from './feedback.ts';
@@ -112,16 +113,23 @@ export interface Sent<R> {
   value: R;
 }
 
-/**
- * Sends one attempt. When nothing can abort the attempt on its own (no timeout, no caller's
- * signal), `signal` is the client's shared one, which aborts only when `close()` gives up: an
- * AbortController per request is a measurable share of a fast request's cost.
- */
-export type Send<R> = (attempt: {
-  signal: AbortSignal;
+/** What one attempt is sent with. */
+export interface Attempt {
   dispatcher: Agent;
+  /** 1, then 2 for the first retry, … */
   attempt: number;
-}) => Promise<Sent<R>>;
+  /**
+   * The attempt's signal. When nothing can abort the attempt on its own (no timeout, no caller's
+   * signal), the client's shared one, which aborts only when `close()` gives up: an
+   * AbortController per request is a measurable share of a fast request's cost.
+   */
+  signal: () => AbortSignal;
+  /** Calls `abort(reason)` if the attempt is aborted: the same as `signal()`, without a signal. */
+  onAbort: (abort: (reason: Error) => void) => void;
+}
+
+/** Sends one attempt. */
+export type Send<R> = (attempt: Attempt) => Promise<Sent<R>>;
 
 const IDEMPOTENT = ['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE'];
 const RETRY_STATUSES = [408, 429, 500, 502, 503, 504];
@@ -401,9 +409,15 @@ export class HttpClient {
           onStart(this.#clock.now());
           this.#policy.budget?.recordCall();
           const sent = await send({
-            signal: this.#timed || signal !== undefined ? context.signal : this.#closing.signal,
             dispatcher: this.agent,
             attempt,
+            signal: () =>
+              this.#timed || signal !== undefined ? context.signal : this.#closing.signal,
+            onAbort: (abort) => {
+              whenAborted(context, (reason) => {
+                abort(reason instanceof Error ? reason : new Error(String(reason)));
+              });
+            },
           });
           const wait = serverWait(sent.header, Date.now());
           // The server's word holds for every caller of this origin, not just this one: a 429 or

@@ -176,7 +176,7 @@ export function createFetch(options?: HttpOptions): LimitedFetch {
       async ({ signal, dispatcher }) => {
         const response = await undiciFetch(url, {
           ...(requestInit as object),
-          signal,
+          signal: signal(),
           dispatcher,
         });
         return track(response);

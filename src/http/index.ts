@@ -6,6 +6,12 @@
  */
 export { createFetch, type LimitedFetch, type LimitedRequestInit } from './fetch.ts';
 export {
+  createExchange,
+  type ExchangeFunction,
+  type ExchangeRequest,
+  type Exchanged,
+} from './exchange.ts';
+export {
   createRequest,
   type LimitedRequest,
   type LimitedRequestFunction,

@@ -70,7 +70,7 @@ export function createRequest(options?: HttpOptions): LimitedRequestFunction {
           method: method as 'GET',
           headers: request.headers,
           body: request.body,
-          signal,
+          signal: signal(),
           dispatcher,
         });
         const body = response.body;
