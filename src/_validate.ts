@@ -81,3 +81,12 @@ export function oneOf<T extends string>(name: string, value: unknown, choices: r
   }
   return value as T;
 }
+
+/** Whether `value` is a promise or a promise-like (has a `then` method). */
+export function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return (
+    value !== null &&
+    (typeof value === 'object' || typeof value === 'function') &&
+    typeof (value as { then?: unknown }).then === 'function'
+  );
+}

@@ -19,12 +19,14 @@ import {
   failHeavy,
   isForgettable,
   Limiter,
+  runTask,
   serveLine,
   wrapPace,
   type CloseOptions,
   type LimiterOptions,
   type ScheduleOptions,
   type TaskContext,
+  type TaskRunner,
 } from './limiter.ts';
 import { systemClock } from './_clock.ts';
 
@@ -147,6 +149,22 @@ class KeyPacer implements Pacer {
   }
 }
 
+/**
+ * Schedules a task run by `runner` within `key`'s limits (see `TaskRunner` in limiter.ts):
+ * `schedule()` without a promise. A task refused at once gets `runner.done(false, reason)`
+ * before this returns. @internal
+ */
+export let runKeyed: <K>(
+  keyed: KeyedLimiter<K>,
+  key: K,
+  runner: TaskRunner,
+  priority: number | undefined,
+  signal: AbortSignal | undefined,
+) => void;
+
+/** The limiters of the keys known now. @internal */
+export let limitersOf: <K>(keyed: KeyedLimiter<K>) => Limiter[];
+
 interface Entry {
   limiter: Limiter;
   pacer: KeyPacer;
@@ -173,6 +191,27 @@ export class KeyedLimiter<K = string> {
   readonly #keys = new Map<K, Entry>();
   #lastSweep = -Infinity;
   #closed: ClosedError | undefined;
+
+  static {
+    limitersOf = (keyed) => [...keyed.#keys.values()].map((entry) => entry.limiter);
+    runKeyed = (keyed, key, runner, priority, signal) => {
+      if (keyed.#closed !== undefined) {
+        runner.done(false, keyed.#closed);
+        return;
+      }
+      keyed.#sweep();
+      let entry: Entry;
+      try {
+        entry = keyed.#entry(key);
+      } catch (error) {
+        runner.done(false, error); // options for this key that a Limiter refuses
+        return;
+      }
+      entry.idleSince = Infinity;
+      runTask(entry.limiter, runner, priority, signal);
+      if (entry.limiter.isIdle) entry.idleSince = keyed.#clock.now();
+    };
+  }
 
   constructor(options: KeyedLimiterOptions<K> = {}) {
     v.options('options', options);

@@ -22,7 +22,7 @@ import { systemClock, Timer, type Clock } from './_clock.ts';
 import { Engine, type Waiter } from './_engine.ts';
 import { Pace, type Pacer } from './_pace.ts';
 import { formatRate, type RateSpec } from './_parse.ts';
-import { onAbort } from './_signals.ts';
+import { watchAbort, type AbortListener, type Watch } from './_signals.ts';
 import * as v from './_validate.ts';
 import { ClosedError, QueueFullError, TimeoutError } from './errors.ts';
 import type { AcquireOptions, Gate, Permit } from './gate.ts';
@@ -151,9 +151,15 @@ const enum State {
   Done,
 }
 
+/** What an attempt's abort is passed to, besides its signal (see {@link whenAborted}). @internal */
+export interface AbortTarget {
+  abort(reason: unknown): void;
+}
+
 /** One attempt of a task: its context, its timer, and whether it settled or timed out. */
 class Attempt implements TaskContext {
   readonly attempt: number;
+  readonly task: Task;
   #controller: AbortController | undefined;
   #reason: unknown = undefined;
   #aborted = false;
@@ -161,7 +167,8 @@ class Attempt implements TaskContext {
   settled = false;
   timedOut = false;
 
-  constructor(attempt: number) {
+  constructor(task: Task, attempt: number) {
+    this.task = task;
     this.attempt = attempt;
   }
 
@@ -179,31 +186,54 @@ class Attempt implements TaskContext {
     this.#aborted = true;
     this.#reason = reason;
     this.#controller?.abort(reason);
-    const callbacks = this.#callbacks;
-    this.#callbacks = undefined;
-    if (callbacks !== undefined) for (const callback of callbacks) callback(reason);
+    const target = this.#target;
+    const more = this.#more;
+    this.#target = this.#more = undefined;
+    target?.abort(reason);
+    if (more !== undefined) for (const other of more) other.abort(reason);
   }
 
-  #callbacks: ((reason: unknown) => void)[] | undefined;
+  /** The first target to abort with it, and any others (rare): no array for the usual one. */
+  #target: AbortTarget | undefined;
+  #more: AbortTarget[] | undefined;
 
-  /** Calls `callback(reason)` when the attempt aborts (at once if it has): no AbortController. */
-  whenAborted(callback: (reason: unknown) => void): void {
-    if (this.#aborted) callback(this.#reason);
-    else (this.#callbacks ??= []).push(callback);
+  /** Calls `target.abort(reason)` when the attempt aborts (at once if it has): no AbortController. */
+  whenAborted(target: AbortTarget): void {
+    if (this.#aborted) target.abort(this.#reason);
+    else if (this.#target === undefined) this.#target = target;
+    else (this.#more ??= []).push(target);
   }
 }
 
 /**
- * Calls `callback(reason)` when the attempt behind `context` aborts (times out, its caller aborts,
- * the limiter gives up on it): what the signal does, for code that can be told without one (an
- * AbortController per request is a measurable cost on a fast path). @internal
+ * Calls `target.abort(reason)` when the attempt behind `context` aborts (times out, its caller
+ * aborts, the limiter gives up on it): what the signal does, for code that can be told without
+ * one (an AbortController per request is a measurable cost on a fast path). @internal
  */
-export function whenAborted(context: TaskContext, callback: (reason: unknown) => void): void {
-  if (context instanceof Attempt) context.whenAborted(callback);
+export function whenAborted(context: TaskContext, target: AbortTarget): void {
+  if (context instanceof Attempt) context.whenAborted(target);
   else
     context.signal.addEventListener('abort', () => {
-      callback(context.signal.reason);
+      target.abort(context.signal.reason);
     });
+}
+
+/**
+ * A task driven by calls instead of a function and a promise: what the HTTP core schedules, one
+ * request attempt each, without the closures and promises of `schedule()` around it. @internal
+ */
+export interface TaskRunner {
+  /**
+   * Starts an attempt, as a task's `fn` would. The attempt holds its permits until
+   * `endAttempt(context, …)` is called for it, once (a throw ends it at once, as a failure).
+   */
+  start(context: TaskContext): void;
+  /**
+   * The task's outcome, once, where `schedule()` would settle its promise. It is called from
+   * inside the limiter (which may not have given the attempt's permits back yet): it must not
+   * call into the limiter synchronously.
+   */
+  done(ok: boolean, outcome: unknown): void;
 }
 
 type TaskFn = (context: TaskContext) => unknown;
@@ -211,6 +241,26 @@ type TaskFn = (context: TaskContext) => unknown;
 // Module-private access to the Limiter's private members, filled in by its static block.
 let startTask: (limiter: Limiter, task: Task) => void;
 let failTask: (limiter: Limiter, task: Task, reason: unknown) => void;
+let abortTask: (limiter: Limiter, task: Task, reason: unknown) => void;
+let settleAttempt: (limiter: Limiter, attempt: Attempt, ok: boolean, outcome: unknown) => void;
+
+/**
+ * Schedules a task run by `runner` (see {@link TaskRunner}): `schedule()` without a promise. A
+ * task refused at once (closed, aborted, too heavy) gets `runner.done(false, reason)` before this
+ * returns. @internal
+ */
+export let runTask: (
+  limiter: Limiter,
+  runner: TaskRunner,
+  priority: number | undefined,
+  signal: AbortSignal | undefined,
+) => void;
+
+/** Ends the attempt behind `context` of a runner's task (see {@link TaskRunner}). @internal */
+export function endAttempt(context: TaskContext, ok: boolean, outcome: unknown): void {
+  if (!(context instanceof Attempt)) throw new TypeError('Expected the context of a task attempt');
+  if (!context.settled) settleAttempt(context.task.limiter, context, ok, outcome);
+}
 
 /**
  * Puts a limiter's pace behind another pacer made of it (a keyed limiter's share of a global
@@ -228,12 +278,14 @@ export let failHeavy: (limiter: Limiter, max: number, what: string) => void;
 export let isForgettable: (limiter: Limiter, now: number) => boolean;
 
 /** A scheduled task. An `AsyncResource`, so its attempts run in the caller's async context. */
-class Task extends AsyncResource implements Waiter {
+class Task extends AsyncResource implements Waiter, AbortListener {
   /** The weight in line; 0 once withdrawn. */
   weight: number;
   readonly cost: number;
   readonly id: number;
-  readonly fn: TaskFn;
+  /** What it runs: a function (`schedule()`), or a runner (`runTask()`). */
+  readonly fn: TaskFn | undefined;
+  readonly runner: TaskRunner | undefined;
   readonly priority: number;
   readonly timeout: number;
   readonly signal: AbortSignal | undefined;
@@ -244,13 +296,18 @@ class Task extends AsyncResource implements Waiter {
   attempt = 0;
   current: Attempt | undefined = undefined;
   timer: Timer | undefined = undefined;
-  /** Stops watching the caller's signal. */
-  unwatch: (() => void) | undefined = undefined;
+  /** Its watch on the caller's signal. */
+  watch: Watch | undefined = undefined;
+  /** Its place in the limiter's list of running or of resting tasks. */
+  list: TaskList | undefined = undefined;
+  prev: Task | undefined = undefined;
+  next: Task | undefined = undefined;
 
   constructor(
     limiter: Limiter,
     id: number,
-    fn: TaskFn,
+    fn: TaskFn | undefined,
+    runner: TaskRunner | undefined,
     weight: number,
     priority: number,
     timeout: number,
@@ -260,6 +317,7 @@ class Task extends AsyncResource implements Waiter {
     this.limiter = limiter;
     this.id = id;
     this.fn = fn;
+    this.runner = runner;
     this.weight = weight;
     this.cost = weight;
     this.priority = priority;
@@ -275,6 +333,11 @@ class Task extends AsyncResource implements Waiter {
     failTask(this.limiter, this, reason);
   }
 
+  /** The caller's signal aborted. */
+  aborted(): void {
+    abortTask(this.limiter, this, (this.signal as AbortSignal).reason);
+  }
+
   info(): TaskInfo {
     return { id: this.id, attempt: this.attempt, priority: this.priority, weight: this.cost };
   }
@@ -284,12 +347,42 @@ function noop(): void {
   // placeholder resolver
 }
 
-function isThenable(value: unknown): value is PromiseLike<unknown> {
-  return (
-    value !== null &&
-    (typeof value === 'object' || typeof value === 'function') &&
-    typeof (value as { then?: unknown }).then === 'function'
-  );
+/**
+ * Tasks linked through their own fields (a task is in one list at most): running, or resting
+ * between attempts. Not a Set, for the reason `_signals.ts` gives: a Set with this much churn
+ * is rehashed often, and V8's obsolete tables keep their successors (and the tasks in them, and
+ * all those reach) alive once one of them has been promoted.
+ */
+class TaskList {
+  #head: Task | undefined = undefined;
+  size = 0;
+
+  add(task: Task): void {
+    if (task.list !== undefined) return;
+    task.list = this;
+    const head = this.#head;
+    task.next = head;
+    if (head !== undefined) head.prev = task;
+    this.#head = task;
+    this.size++;
+  }
+
+  delete(task: Task): void {
+    if (task.list !== this) return;
+    const { prev, next } = task;
+    if (prev === undefined) this.#head = next;
+    else prev.next = next;
+    if (next !== undefined) next.prev = prev;
+    task.prev = task.next = task.list = undefined;
+    this.size--;
+  }
+
+  /** A copy, oldest first. */
+  toArray(): Task[] {
+    const tasks: Task[] = [];
+    for (let task = this.#head; task !== undefined; task = task.next) tasks.push(task);
+    return tasks.reverse();
+  }
 }
 
 /**
@@ -346,8 +439,8 @@ export class Limiter extends EventEmitter<LimiterEvents> implements Gate {
   #idleWaiters: (() => void)[] = [];
   #emptyWaiters: (() => void)[] = [];
   #roomWaiters: (() => void)[] = [];
-  readonly #running = new Set<Task>();
-  readonly #resting = new Set<Task>();
+  readonly #running = new TaskList();
+  readonly #resting = new TaskList();
 
   static {
     startTask = (limiter, task) => {
@@ -355,6 +448,29 @@ export class Limiter extends EventEmitter<LimiterEvents> implements Gate {
     };
     failTask = (limiter, task, reason) => {
       limiter.#fail(task, reason);
+    };
+    abortTask = (limiter, task, reason) => {
+      limiter.#abort(task, reason);
+    };
+    settleAttempt = (limiter, attempt, ok, outcome) => {
+      limiter.#settle(attempt.task, attempt, ok, outcome);
+    };
+    runTask = (limiter, runner, priority, signal) => {
+      let task: Task;
+      try {
+        task = limiter.#newTask(
+          undefined,
+          runner,
+          1,
+          priority === undefined ? 0 : v.finite('priority', priority),
+          limiter.#timeout,
+          signal,
+        );
+      } catch (error) {
+        runner.done(false, error);
+        return;
+      }
+      limiter.#enter(task);
     };
     wrapPace = (limiter, wrap) => {
       const pacer = wrap(limiter.#pace);
@@ -468,11 +584,7 @@ export class Limiter extends EventEmitter<LimiterEvents> implements Gate {
         options?.timeout === undefined
           ? this.#timeout
           : v.number('timeout', options.timeout, 0, true);
-      if (this.#closing !== undefined) throw this.#closing;
-      if (signal?.aborted === true) throw signal.reason;
-      const heavy = tooHeavy(this.#engine, weight);
-      if (heavy !== undefined) throw heavy;
-      task = new Task(this, this.#nextId++, fn, weight, priority, timeout, signal);
+      task = this.#newTask(fn, undefined, weight, priority, timeout, signal);
     } catch (error) {
       return Promise.reject(error);
     }
@@ -480,14 +592,30 @@ export class Limiter extends EventEmitter<LimiterEvents> implements Gate {
       task.resolve = resolve as (value: unknown) => void;
       task.reject = reject;
     });
-    const signal = task.signal;
-    if (signal !== undefined) {
-      task.unwatch = onAbort(signal, () => {
-        this.#abort(task, signal.reason);
-      });
-    }
-    this.#admit(task);
+    this.#enter(task);
     return promise;
+  }
+
+  /** A new task, or a throw if it is refused at once (closed, aborted, too heavy). */
+  #newTask(
+    fn: TaskFn | undefined,
+    runner: TaskRunner | undefined,
+    weight: number,
+    priority: number,
+    timeout: number,
+    signal: AbortSignal | undefined,
+  ): Task {
+    if (this.#closing !== undefined) throw this.#closing;
+    if (signal?.aborted === true) throw signal.reason;
+    const heavy = tooHeavy(this.#engine, weight);
+    if (heavy !== undefined) throw heavy;
+    return new Task(this, this.#nextId++, fn, runner, weight, priority, timeout, signal);
+  }
+
+  /** A new task starts watching its signal and is admitted. */
+  #enter(task: Task): void {
+    if (task.signal !== undefined) task.watch = watchAbort(task.signal, task);
+    this.#admit(task);
   }
 
   /** Takes permits of the same concurrency and rate, as any gate does (see `Semaphore`). */
@@ -577,7 +705,7 @@ export class Limiter extends EventEmitter<LimiterEvents> implements Gate {
       timer?.cancel();
     }
     this.#rejectWaiting(reason);
-    for (const task of [...this.#running]) {
+    for (const task of this.#running.toArray()) {
       task.current?.abort(reason);
       this.#finish(task, false, reason);
     }
@@ -732,7 +860,7 @@ export class Limiter extends EventEmitter<LimiterEvents> implements Gate {
   #start(task: Task): void {
     const bookedAt = this.#engine.grantedAt;
     task.state = State.Running;
-    const attempt = new Attempt(++task.attempt);
+    const attempt = new Attempt(task, ++task.attempt);
     task.current = attempt;
     this.#active++;
     this.#running.add(task);
@@ -745,16 +873,20 @@ export class Limiter extends EventEmitter<LimiterEvents> implements Gate {
     if (this.listenerCount('active') > 0) this.emit('active', task.info());
     let result: unknown;
     try {
-      result = task.fn(attempt);
+      if (task.fn === undefined) (task.runner as TaskRunner).start(attempt);
+      else result = task.fn(attempt);
     } catch (error) {
-      this.#settle(task, attempt, false, error);
+      if (!attempt.settled) this.#settle(task, attempt, false, error);
       return;
     } finally {
       // The task's synchronous part (where it sends its request) has run: the rate counts the
-      // start from now, not from the booking a few microseconds (or a preemption) earlier.
-      if (this.#engine.pacer !== undefined) this.#engine.restamp(task.cost, bookedAt);
+      // start from now, not from the booking a few microseconds (or a preemption) earlier. Only
+      // rate windows count starts (a pause or a global share does not).
+      if (this.#pace.windows.length > 0 && this.#engine.pacer !== undefined)
+        this.#engine.restamp(task.cost, bookedAt);
     }
-    if (isThenable(result)) {
+    if (task.fn === undefined) return; // the runner calls endAttempt()
+    if (v.isThenable(result)) {
       (result instanceof Promise ? result : Promise.resolve(result)).then(
         (value: unknown) => {
           this.#settle(task, attempt, true, value);
@@ -874,14 +1006,18 @@ export class Limiter extends EventEmitter<LimiterEvents> implements Gate {
   #finish(task: Task, ok: boolean, outcome: unknown): void {
     if (task.state === State.Done) return;
     task.state = State.Done;
-    task.unwatch?.();
+    task.watch?.stop();
+    task.watch = undefined;
+    const runner = task.runner;
     if (ok) {
       this.#completed++;
-      task.resolve(outcome);
+      if (runner === undefined) task.resolve(outcome);
+      else runner.done(true, outcome);
       if (this.listenerCount('completed') > 0) this.emit('completed', task.info(), outcome);
     } else {
       this.#failed++;
-      task.reject(outcome);
+      if (runner === undefined) task.reject(outcome);
+      else runner.done(false, outcome);
       if (this.listenerCount('failed') > 0) this.emit('failed', task.info(), outcome);
     }
     this.#checkIdle();
@@ -894,7 +1030,7 @@ export class Limiter extends EventEmitter<LimiterEvents> implements Gate {
     this.#parkedLive = 0;
     for (const task of parked) this.#finish(task, false, reason);
     this.#engine.failAll(reason);
-    for (const task of [...this.#resting]) {
+    for (const task of this.#resting.toArray()) {
       this.#leaveBetween(task);
       this.#finish(task, false, reason);
     }

@@ -54,14 +54,6 @@ function parse(options: MapOptions | undefined): Parsed {
   };
 }
 
-function isThenable(value: unknown): value is PromiseLike<unknown> {
-  return (
-    value !== null &&
-    (typeof value === 'object' || typeof value === 'function') &&
-    typeof (value as { then?: unknown }).then === 'function'
-  );
-}
-
 const enum Mode {
   /** Results are values; a failure stops or is collected. */
   Values,
@@ -165,7 +157,7 @@ class Batch<T, R> {
       let value: unknown;
       try {
         value = fn(item, index, context);
-        if (isThenable(value)) value = await value;
+        if (v.isThenable(value)) value = await value;
       } catch (error) {
         this.#fail(index, error);
         continue;

@@ -72,14 +72,6 @@ function capture(resolve: (value: unknown) => void, reject: (reason: unknown) =>
   capturedReject = reject;
 }
 
-function isThenable(value: unknown): value is PromiseLike<unknown> {
-  return (
-    value !== null &&
-    (typeof value === 'object' || typeof value === 'function') &&
-    typeof (value as { then?: unknown }).then === 'function'
-  );
-}
-
 /**
  * A task queued by `run()` / `limit()`: the function, its arguments and how to settle the caller's
  * promise. It is an `AsyncResource`, so the task runs in the async context (AsyncLocalStorage) of
@@ -139,7 +131,7 @@ function startTask(
     else reject(error);
     return;
   }
-  if (isThenable(result)) {
+  if (v.isThenable(result)) {
     // A foreign thenable is read once: some (query builders) do their work on every `then`.
     const promise = result instanceof Promise ? result : Promise.resolve(result);
     // Registered before the caller's promise adopts the result, so the permit is back by the

@@ -7,11 +7,14 @@
  * What a line means, and how credentials are kept out of records: `fetch-line.ts`.
  */
 import { STATUS_CODES } from 'node:http';
+import type { Call, CallSink } from '../http/client.ts';
+import { exchangeWith } from '../http/exchange.ts';
+import { limitersOf } from '../keyed.ts';
 import {
   createExchange,
   type ExchangeFunction,
+  type Exchanged,
   type HttpOptions,
-  type RequestReport,
 } from '../http/index.ts';
 import { ClosedError } from '../errors.ts';
 import { RateLimiter } from '../rate.ts';
@@ -53,11 +56,6 @@ function rounded(ms: number): number {
   return Math.round(ms * 10) / 10;
 }
 
-interface Read {
-  bytes: number;
-  body: unknown;
-}
-
 /** A response body to keep: its text, or its parsed JSON. */
 function readBody(
   body: Buffer,
@@ -77,6 +75,22 @@ function readBody(
   return text;
 }
 
+// Module-private access to FetchCommand's private members, for LineSink; set by its static block.
+let lineAnswered: (
+  command: FetchCommand,
+  task: FetchTask,
+  index: number,
+  received: Exchanged,
+  call: Call<Exchanged>,
+) => Outcome;
+let lineFailed: (
+  command: FetchCommand,
+  task: FetchTask,
+  index: number,
+  error: unknown,
+  call: Call<Exchanged>,
+) => Outcome;
+
 export class FetchCommand implements Command<FetchTask> {
   readonly #settings: FetchSettings;
   readonly #request: ExchangeFunction;
@@ -84,9 +98,14 @@ export class FetchCommand implements Command<FetchTask> {
   readonly #controller = new AbortController();
   /** Values masked in every message: the sensitive `-H` headers. */
   readonly #secrets: string[];
-  /** Origins with requests admitted and not finished: what `stop()` closes. */
-  readonly #origins = new Map<string, number>();
   #stopped = false;
+
+  static {
+    lineAnswered = (command, task, index, received, call) =>
+      command.#answered(task, index, received, call);
+    lineFailed = (command, task, index, error, call) =>
+      command.#failed(task, index, error, call, call.heardStatus);
+  }
 
   constructor(settings: FetchSettings) {
     this.#settings = settings;
@@ -145,30 +164,18 @@ export class FetchCommand implements Command<FetchTask> {
     index: number,
     error: string,
     attempts: number,
-    report?: RequestReport,
-    started?: number,
+    call?: Call<Exchanged>,
     status?: number,
   ): Outcome {
     const skipped = error === NOT_RUN || error === CANCELLED ? error : undefined;
     const end = performance.now();
-    const base = started ?? end;
-    const starts = report?.attemptStarts ?? [];
+    const base = call?.started ?? end;
+    const starts = call?.attemptStarts ?? NONE;
     const ms = starts.length > 0 ? end - base - starts[0]! : 0;
-    const record = {
-      index,
-      id: task.id,
-      url: task.url,
-      status: status ?? null,
-      ok: false,
-      attempts,
-      ms: rounded(ms),
-      bytes: null,
-      error,
-    };
-    const retried = retriedStatuses(report);
+    const retried = retriedStatuses(call);
     return {
       index,
-      line: JSON.stringify(record),
+      line: recordLine(index, task, status ?? null, false, attempts, rounded(ms), null, error),
       ok: false,
       target: task.url ?? '',
       status,
@@ -184,99 +191,125 @@ export class FetchCommand implements Command<FetchTask> {
     };
   }
 
-  async run(task: FetchTask, index: number): Promise<Outcome> {
+  run(task: FetchTask, index: number): Promise<Outcome> {
+    return new Promise<Outcome>((resolve) => {
+      this.start(task, index, resolve);
+    });
+  }
+
+  start(task: FetchTask, index: number, done: (outcome: Outcome) => void): void {
     const target = task.target;
-    if (target === undefined) return this.#unsent(task, index, task.error ?? 'invalid line', 0);
-    const origin = target.origin;
-    const origins = this.#origins;
-    origins.set(origin, (origins.get(origin) ?? 0) + 1);
-    let report: RequestReport | undefined;
-    let status: number | undefined; // once a response came, even if its body then failed
-    const started = performance.now();
+    if (target === undefined) {
+      done(this.#unsent(task, index, task.error ?? 'invalid line', 0));
+      return;
+    }
+    if (this.#rate === undefined) this.#send(task, index, target, done);
+    else void this.#paced(task, index, target, this.#rate, done);
+  }
+
+  /** With `--rate`: the line waits for its turn first. */
+  async #paced(
+    task: FetchTask,
+    index: number,
+    target: URL,
+    rate: RateLimiter,
+    done: (outcome: Outcome) => void,
+  ): Promise<void> {
     try {
-      if (this.#rate !== undefined) await this.#rate.wait({ signal: this.#controller.signal });
-      if (this.#stopped) return this.notRun(task, index);
-      const response = await this.#request(target, {
+      await rate.wait({ signal: this.#controller.signal });
+    } catch (error) {
+      done(this.#failed(task, index, error, undefined, undefined));
+      return;
+    }
+    this.#send(task, index, target, done);
+  }
+
+  #send(task: FetchTask, index: number, target: URL, done: (outcome: Outcome) => void): void {
+    if (this.#stopped) {
+      done(this.notRun(task, index));
+      return;
+    }
+    exchangeWith(
+      this.#request.client,
+      target,
+      target.origin,
+      {
         method: task.method,
         headers: task.headers,
         body: task.body,
         keepBody: this.#settings.body,
-        onReport: (r) => {
-          report = r;
-        },
-        onStatus: (s) => {
-          status = s; // kept even if the body then fails
-        },
-      });
-      status = response.status;
-      const read: Read = {
-        bytes: response.bytes,
-        body:
-          response.body === undefined
-            ? undefined
-            : readBody(response.body, response.headers['content-type'], this.#secretsOf(task)),
-      };
-      return this.#answered(task, index, status, read, report, started);
-    } catch (error) {
-      const attempts = report?.attempts ?? 0;
-      if (this.#controller.signal.aborted || (this.#stopped && isClosed(error))) {
-        const why = attempts > 0 ? CANCELLED : NOT_RUN;
-        return this.#unsent(task, index, why, attempts, report, started, status);
-      }
-      const message = redact(describeError(error), this.#secretsOf(task));
-      return this.#unsent(task, index, message, attempts, report, started, status);
-    } finally {
-      const left = (origins.get(origin) ?? 1) - 1;
-      if (left === 0) origins.delete(origin);
-      else origins.set(origin, left);
-    }
+      },
+      new LineSink(this, task, index, done),
+    );
   }
 
-  #answered(
+  /** The outcome of a line whose request failed (`call` is undefined if it never got one). */
+  #failed(
     task: FetchTask,
     index: number,
-    status: number,
-    read: Read,
-    report: RequestReport | undefined,
-    started: number,
+    error: unknown,
+    call: Call<Exchanged> | undefined,
+    status: number | undefined,
   ): Outcome {
+    const attempts = call?.attempts ?? 0;
+    if (this.#controller.signal.aborted || (this.#stopped && isClosed(error))) {
+      const why = attempts > 0 ? CANCELLED : NOT_RUN;
+      return this.#unsent(task, index, why, attempts, call, status);
+    }
+    const message = redact(describeError(error), this.#secretsOf(task));
+    return this.#unsent(task, index, message, attempts, call, status);
+  }
+
+  #answered(task: FetchTask, index: number, received: Exchanged, call: Call<Exchanged>): Outcome {
     const end = performance.now();
-    const ok = status >= 200 && status < 300 && report?.error === undefined;
+    const status = received.status;
+    const callError = call.error;
+    const ok = status >= 200 && status < 300 && callError === undefined;
     let error: string | null = null;
     if (!ok) {
       error =
-        report?.error === undefined
+        callError === undefined
           ? `HTTP ${status}${STATUS_CODES[status] === undefined ? '' : ` ${STATUS_CODES[status]}`}`
-          : redact(report.error, this.#secretsOf(task));
+          : redact(callError, this.#secretsOf(task));
     }
-    const attempts = report?.attempts ?? 1;
-    const starts = report?.attemptStarts ?? [0];
-    const ms = end - started - (starts[0] ?? 0);
-    const record: Record<string, unknown> = {
-      index,
-      id: task.id,
-      url: task.url,
-      status,
-      ok,
-      attempts,
-      ms: rounded(ms),
-      bytes: read.bytes,
-      error,
-    };
-    if (this.#settings.body) record.body = read.body;
-    const retried = retriedStatuses(report);
+    const attempts = call.attempts;
+    const starts = call.attemptStarts;
+    const ms = end - call.started - (starts[0] ?? 0);
+    const bytes = received.bytes;
+    let line: string;
+    if (this.#settings.body) {
+      const body =
+        received.body === undefined
+          ? undefined
+          : readBody(received.body, received.headers['content-type'], this.#secretsOf(task));
+      line = JSON.stringify({
+        index,
+        id: task.id,
+        url: task.url,
+        status,
+        ok,
+        attempts,
+        ms: rounded(ms),
+        bytes,
+        error,
+        body,
+      });
+    } else {
+      line = recordLine(index, task, status, ok, attempts, rounded(ms), bytes, error);
+    }
+    const retried = retriedStatuses(call);
     return {
       index,
-      line: JSON.stringify(record),
+      line,
       ok,
       target: task.url ?? '',
       status,
       attempts,
       attemptStarts: starts,
-      base: started,
+      base: call.started,
       end,
       ms,
-      bytes: read.bytes,
+      bytes,
       error: error ?? undefined,
       retriedStatuses: retried,
       tooMany: count429(retried) + (status === 429 ? 1 : 0),
@@ -294,9 +327,9 @@ export class FetchCommand implements Command<FetchTask> {
   stop(): void {
     this.#stopped = true;
     // Closing an origin's limiter rejects what waits in its line (those lines become "not run")
-    // and lets what runs go on; a retry after this is refused (that line is "cancelled").
-    const limiter = this.#request.client.limiter;
-    for (const origin of this.#origins.keys()) void limiter.limiterFor(origin).close();
+    // and lets what runs go on; a retry after this is refused (that line is "cancelled"). An
+    // origin with nothing in flight has nothing to refuse: no line is sent after this.
+    for (const limiter of limitersOf(this.#request.client.limiter)) void limiter.close();
     this.#rate?.close();
   }
 
@@ -327,11 +360,62 @@ function isClosed(error: unknown): boolean {
 const NONE: readonly number[] = [];
 
 /** The statuses of the attempts that were retried (the same empty array when none were). */
-function retriedStatuses(report: RequestReport | undefined): readonly number[] {
-  if (report === undefined || report.retries.length === 0) return NONE;
+function retriedStatuses(call: Call<Exchanged> | undefined): readonly number[] {
+  if (call === undefined || call.retries.length === 0) return NONE;
   const statuses: number[] = [];
-  for (const retry of report.retries) if (retry.status !== undefined) statuses.push(retry.status);
+  for (const retry of call.retries) if (retry.status !== undefined) statuses.push(retry.status);
   return statuses;
+}
+
+/**
+ * A record without a body, as `JSON.stringify()` of `{ index, id, url, status, ok, attempts, ms,
+ * bytes, error }` would write it: numbers and booleans print the same in JSON as in a template,
+ * and the strings and the id go through `JSON.stringify()` (escapes, nested ids).
+ */
+function recordLine(
+  index: number,
+  task: FetchTask,
+  status: number | null,
+  ok: boolean,
+  attempts: number,
+  ms: number,
+  bytes: number | null,
+  error: string | null,
+): string {
+  return (
+    `{"index":${index},"id":${task.id === null ? 'null' : JSON.stringify(task.id)}` +
+    `,"url":${task.url === null ? 'null' : JSON.stringify(task.url)},"status":${status}` +
+    `,"ok":${ok},"attempts":${attempts},"ms":${ms},"bytes":${bytes}` +
+    `,"error":${error === null ? 'null' : JSON.stringify(error)}}`
+  );
+}
+
+/** Where a line's request ends: its outcome, for the run. */
+class LineSink implements CallSink<Exchanged> {
+  readonly #command: FetchCommand;
+  readonly #task: FetchTask;
+  readonly #index: number;
+  readonly #done: (outcome: Outcome) => void;
+
+  constructor(
+    command: FetchCommand,
+    task: FetchTask,
+    index: number,
+    done: (outcome: Outcome) => void,
+  ) {
+    this.#command = command;
+    this.#task = task;
+    this.#index = index;
+    this.#done = done;
+  }
+
+  delivered(received: Exchanged, call: Call<Exchanged>): void {
+    this.#done(lineAnswered(this.#command, this.#task, this.#index, received, call));
+  }
+
+  failed(error: unknown, call: Call<Exchanged>): void {
+    this.#done(lineFailed(this.#command, this.#task, this.#index, error, call));
+  }
 }
 
 function count429(statuses: readonly number[]): number {

@@ -2,6 +2,11 @@
  * The input of `sluice fetch` and `sluice exec`: a file, or stdin (`-` or no argument), read
  * lazily, a chunk at a time, so that a million-line file never sits in memory.
  *
+ * A chunk stays bytes (a Buffer, outside the JS heap) and each line is decoded as it is taken:
+ * lines split from a decoded chunk would be slices of one large string, which any of them keeps
+ * alive, and a chunk's worth of lines waiting to be taken lives long enough to be promoted to the
+ * old generation, only to die there.
+ *
  * Invariants: lines come out in order, each once, without their `\n` or `\r\n`; nothing is read
  * ahead of the consumer beyond the chunk being split; leaving the iteration early closes the
  * stream.
@@ -17,7 +22,7 @@ export interface Input {
   /** What the input is called in messages: the file's path, or "stdin". */
   name: string;
   /** The lines, in batches (those of one chunk read). */
-  batches: AsyncIterable<string[]>;
+  batches: AsyncIterable<Lines>;
   /**
    * How many non-empty lines there are, counted in the background when the input is a regular
    * file (a second, cheap pass over it); undefined for stdin.
@@ -67,29 +72,67 @@ export function isBlank(line: string): boolean {
   return line.length === 0 || (line.charCodeAt(0) <= 32 && line.trim() === '');
 }
 
-/** Splits a stream (opened on the first pull) into lines, yielding those of each chunk together. */
-async function* lineBatches(open: () => Readable): AsyncGenerator<string[], void, undefined> {
+const NEWLINE = 10;
+const CR = 13;
+
+/** The lines of one chunk, decoded (UTF-8) one at a time as they are taken. */
+export class Lines implements Iterable<string> {
+  readonly #bytes: Buffer;
+  #at = 0;
+
+  /** `bytes` holds whole lines, each ended by `\n` except perhaps the last. */
+  constructor(bytes: Buffer) {
+    this.#bytes = bytes;
+  }
+
+  /** The next line, or undefined when there is none. */
+  next(): string | undefined {
+    const bytes = this.#bytes;
+    const from = this.#at;
+    if (from >= bytes.length) return undefined;
+    let end = bytes.indexOf(NEWLINE, from);
+    if (end === -1) end = bytes.length;
+    this.#at = end + 1;
+    // A newline never falls inside a multi-byte character: decoding line by line is exact.
+    return bytes.toString('utf8', from, end > from && bytes[end - 1] === CR ? end - 1 : end);
+  }
+
+  *[Symbol.iterator](): Iterator<string> {
+    for (let line = this.next(); line !== undefined; line = this.next()) yield line;
+  }
+}
+
+function bytesOf(chunk: unknown): Buffer {
+  if (Buffer.isBuffer(chunk)) return chunk;
+  if (typeof chunk === 'string') return Buffer.from(chunk, 'utf8');
+  const view = chunk as Uint8Array;
+  return Buffer.from(view.buffer, view.byteOffset, view.byteLength);
+}
+
+/**
+ * Splits a stream (opened on the first pull) into lines, yielding those of each chunk together.
+ * A line longer than a chunk gathers its pieces until its end comes, and is joined once.
+ */
+async function* lineBatches(open: () => Readable): AsyncGenerator<Lines, void, undefined> {
   const stream = open();
-  stream.setEncoding('utf8');
-  let carry = '';
+  let carry: Buffer[] = [];
   try {
-    for await (const chunk of stream as AsyncIterable<string>) {
-      const lines = (carry === '' ? chunk : carry + chunk).split('\n');
-      carry = lines.pop() ?? '';
-      if (lines.length === 0) continue;
-      for (let i = 0; i < lines.length; i++) {
-        const line = lines[i]!;
-        if (line.endsWith('\r')) lines[i] = line.slice(0, -1);
+    for await (const chunk of stream as AsyncIterable<unknown>) {
+      const bytes = bytesOf(chunk);
+      const last = bytes.lastIndexOf(NEWLINE);
+      if (last === -1) {
+        if (bytes.length > 0) carry.push(bytes);
+        continue;
       }
-      yield lines;
+      const whole = bytes.subarray(0, last + 1);
+      yield new Lines(carry.length === 0 ? whole : Buffer.concat([...carry, whole]));
+      carry = last + 1 < bytes.length ? [bytes.subarray(last + 1)] : [];
     }
-    if (carry !== '') yield [carry.endsWith('\r') ? carry.slice(0, -1) : carry];
+    if (carry.length > 0) yield new Lines(Buffer.concat(carry));
   } finally {
     stream.destroy();
   }
 }
-
-const NEWLINE = 10;
 
 /** Space, tab, CR, vertical tab, form feed: what `isBlank()` trims (in ASCII). */
 function isSpace(byte: number): boolean {

@@ -4,6 +4,9 @@
  * the event loop, costs a tenth of the run's CPU at 10 000 records/s), and the writer reports
  * backpressure so that the run stops admitting work while the output cannot keep up.
  *
+ * A record is encoded into the batch's buffer as it comes: a record string kept until the batch
+ * is written would outlive a young-generation collection or two and die in the old generation.
+ *
  * A file that is also the run's `--resume` source is written beside it and renamed over it at the
  * end: the previous records are read while the new ones are written.
  */
@@ -14,14 +17,18 @@ import type { Writable } from 'node:stream';
 import type { CliIo } from './io.ts';
 
 const BATCH = 64 * 1024;
+/** A batch this full is written: the next record would likely not fit. */
+const FULL = BATCH - 512;
 const LINGER = 50;
+const NEWLINE = 10;
 
 export class Output {
   readonly #stream: Writable;
   readonly #ownStream: boolean;
   readonly #finalPath: string | undefined;
   readonly #writtenPath: string | undefined;
-  #parts: string[] = [];
+  /** The batch being gathered, and how many of its bytes are used. */
+  #batch: Buffer | undefined = undefined;
   #size = 0;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #blocked = false;
@@ -67,9 +74,20 @@ export class Output {
   /** Queues one record (a line of JSON, without its newline). */
   write(line: string): void {
     if (this.#failure !== undefined) return;
-    this.#parts.push(line);
-    this.#size += line.length;
-    if (this.#size >= BATCH) this.flush();
+    // At most 3 bytes of UTF-8 per UTF-16 unit, and the newline.
+    const most = 3 * line.length + 1;
+    if (this.#size + most > BATCH) {
+      this.flush();
+      if (most > BATCH) {
+        this.#send(`${line}\n`); // a record larger than a batch (a body): on its own
+        return;
+      }
+    }
+    const batch = (this.#batch ??= Buffer.allocUnsafe(BATCH));
+    const size = this.#size + batch.write(line, this.#size, 'utf8');
+    batch[size] = NEWLINE;
+    this.#size = size + 1;
+    if (this.#size >= FULL) this.flush();
     else this.#timer ??= setTimeout(this.#flushLater, LINGER);
   }
 
@@ -79,11 +97,16 @@ export class Output {
       clearTimeout(this.#timer);
       this.#timer = undefined;
     }
-    if (this.#parts.length === 0 || this.#failure !== undefined) return;
-    const text = this.#parts.join('\n') + '\n';
-    this.#parts = [];
+    const batch = this.#batch;
+    if (batch === undefined || this.#size === 0 || this.#failure !== undefined) return;
+    const bytes = batch.subarray(0, this.#size);
+    this.#batch = undefined; // the stream holds the written one until it is out
     this.#size = 0;
-    if (!this.#stream.write(text) && !this.#blocked) {
+    this.#send(bytes);
+  }
+
+  #send(chunk: Buffer | string): void {
+    if (!this.#stream.write(chunk) && !this.#blocked) {
       this.#blocked = true;
       this.#stream.once('drain', this.#onDrain);
     }
@@ -125,7 +148,8 @@ export class Output {
 
   readonly #onError = (error: Error): void => {
     this.#failure ??= error;
-    this.#parts = [];
+    this.#batch = undefined;
+    this.#size = 0;
     this.#blocked = false;
     this.onReady();
   };

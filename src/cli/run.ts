@@ -15,7 +15,6 @@
  * of the input is then read and a "not run" record written for each line. The second makes
  * `run()` resolve at once, nothing flushed.
  */
-import { Deque } from '../_deque.ts';
 import { isBlank, type Input } from './input.ts';
 import type { CliIo } from './io.ts';
 import type { Output } from './output.ts';
@@ -52,6 +51,11 @@ export interface Command<T> {
   parse(line: string, index: number): T;
   /** Runs the task; never rejects (failures are outcomes). */
   run(task: T, index: number): Promise<Outcome>;
+  /**
+   * Runs the task and calls `done` once with its outcome, perhaps before returning: what `run()`
+   * does, without a promise per line, for a command that can. Never throws.
+   */
+  start?(task: T, index: number, done: (outcome: Outcome) => void): void;
   /** The outcome of a task that was never started. */
   notRun(task: T, index: number): Outcome;
   /** Whether a previous ok record stands for this task (same line, same request). */
@@ -99,10 +103,8 @@ export class Run<T> {
   readonly #o: RunOptions;
   readonly #stats: RunStats;
   readonly #started = performance.now();
-  /** Ordered: indexes admitted and not yet written, oldest first. */
-  readonly #order = new Deque<number>();
-  /** Ordered: finished outcomes waiting for earlier ones. */
-  readonly #finished = new Map<number, Outcome>();
+  /** Ordered: the lines admitted and not yet written, and the outcomes waiting for earlier ones. */
+  readonly #order = new InOrder();
   #active = 0;
   #wake: (() => void) | undefined;
   #interrupted = false;
@@ -193,7 +195,7 @@ export class Run<T> {
           !this.#interrupted &&
           (output.blocked ||
             this.#active >= window ||
-            (ordered && this.#active + this.#finished.size >= 2 * window))
+            (ordered && this.#active + this.#order.waiting >= 2 * window))
         ) {
           await this.#sleep();
         }
@@ -209,7 +211,8 @@ export class Run<T> {
         }
         this.#admit(at);
         this.#active++;
-        command.run(task, at).then(this.#onDone, this.#onCrash);
+        if (command.start !== undefined) command.start(task, at, this.#onOutcome);
+        else command.run(task, at).then(this.#onDone, this.#onCrash);
       }
     }
   }
@@ -220,13 +223,28 @@ export class Run<T> {
   }
 
   #admit(index: number): void {
-    if (this.#o.ordered) this.#order.push(index);
+    if (this.#o.ordered) this.#order.admit(index);
   }
 
   readonly #onDone = (outcome: Outcome): void => {
     this.#active--;
     this.#done(outcome);
     this.#notify();
+  };
+
+  /**
+   * `#onDone` for `Command.start()`, which may call it from deep inside the command (a response
+   * handler): a failure here must not unwind into that code.
+   */
+  readonly #onOutcome = (outcome: Outcome): void => {
+    try {
+      this.#onDone(outcome);
+    } catch (error) {
+      this.#error ??= `internal error: ${error instanceof Error ? error.message : String(error)}`;
+      this.#command.stop();
+      this.#command.cancel();
+      this.#notify();
+    }
   };
 
   /** A command broke its promise never to reject: the run cannot account for the line. */
@@ -249,20 +267,8 @@ export class Run<T> {
       return;
     }
     const order = this.#order;
-    if (order.peek() !== outcome.index) {
-      this.#finished.set(outcome.index, outcome);
-      return;
-    }
-    order.shift();
-    this.#write(outcome);
-    const finished = this.#finished;
-    while (order.size > 0) {
-      const next = finished.get(order.peek()!);
-      if (next === undefined) break;
-      finished.delete(next.index);
-      order.shift();
-      this.#write(next);
-    }
+    order.finish(outcome);
+    for (let next = order.take(); next !== undefined; next = order.take()) this.#write(next);
   }
 
   #write(outcome: Outcome): void {
@@ -328,4 +334,75 @@ export class Run<T> {
     this.#notify();
     this.#kill?.(this.#result());
   };
+}
+
+/**
+ * The lines admitted and not yet written, in input order, each with its outcome once it has one: a
+ * ring of slots (not a Map from index to outcome, whose churn would keep dead tables, and the
+ * outcomes in them, alive into the old generation; see `_signals.ts`).
+ *
+ * Invariants: indexes are admitted in increasing order; `take()` gives the outcomes in that order,
+ * each once, and only while all before it have been given.
+ */
+class InOrder {
+  #indexes: number[] = new Array<number>(16).fill(-1);
+  #outcomes: (Outcome | undefined)[] = new Array<Outcome | undefined>(16).fill(undefined);
+  #head = 0;
+  #size = 0;
+  /** Outcomes in the ring, waiting for an earlier line's. */
+  waiting = 0;
+
+  admit(index: number): void {
+    if (this.#size === this.#indexes.length) this.#grow();
+    const at = (this.#head + this.#size) & (this.#indexes.length - 1);
+    this.#indexes[at] = index;
+    this.#outcomes[at] = undefined;
+    this.#size++;
+  }
+
+  /** Puts an admitted line's outcome in its slot (found by bisection: the indexes increase). */
+  finish(outcome: Outcome): void {
+    const mask = this.#indexes.length - 1;
+    let low = 0;
+    let high = this.#size - 1;
+    while (low <= high) {
+      const mid = (low + high) >>> 1;
+      const index = this.#indexes[(this.#head + mid) & mask]!;
+      if (index < outcome.index) low = mid + 1;
+      else if (index > outcome.index) high = mid - 1;
+      else {
+        this.#outcomes[(this.#head + mid) & mask] = outcome;
+        this.waiting++;
+        return;
+      }
+    }
+    throw new Error(`line ${outcome.index} finished without having been admitted`);
+  }
+
+  /** The oldest line's outcome, if it has one (then it leaves the ring). */
+  take(): Outcome | undefined {
+    if (this.#size === 0) return undefined;
+    const head = this.#head;
+    const outcome = this.#outcomes[head];
+    if (outcome === undefined) return undefined;
+    this.#outcomes[head] = undefined;
+    this.#head = (head + 1) & (this.#indexes.length - 1);
+    this.#size--;
+    this.waiting--;
+    return outcome;
+  }
+
+  #grow(): void {
+    const capacity = this.#indexes.length;
+    const indexes = new Array<number>(2 * capacity).fill(-1);
+    const outcomes = new Array<Outcome | undefined>(2 * capacity).fill(undefined);
+    for (let i = 0; i < this.#size; i++) {
+      const at = (this.#head + i) & (capacity - 1);
+      indexes[i] = this.#indexes[at]!;
+      outcomes[i] = this.#outcomes[at];
+    }
+    this.#indexes = indexes;
+    this.#outcomes = outcomes;
+    this.#head = 0;
+  }
 }

@@ -12,15 +12,22 @@
  * caller until then, and its retry never comes sooner. A wait longer than `maxRetryAfter` is not
  * retried: the response is delivered as it is.
  */
+import { AsyncResource } from 'node:async_hooks';
+import { setMaxListeners } from 'node:events';
 import { Agent, Pool } from 'undici';
 import type { Clock } from '../_clock.ts';
 import { systemClock } from '../_clock.ts';
 import type { RateSpec } from '../_parse.ts';
 import * as v from '../_validate.ts';
-import { setMaxListeners } from 'node:events';
 import { ClosedError, RetryError, TimeoutError } from '../errors.ts';
-import { KeyedLimiter } from '../keyed.ts';
-import { whenAborted } from '../limiter.ts';
+import { KeyedLimiter, runKeyed } from '../keyed.ts';
+import {
+  endAttempt,
+  whenAborted,
+  type AbortTarget,
+  type TaskContext,
+  type TaskRunner,
+} from '../limiter.ts';
 import type { WindowKind } from '../rate.ts';
 import { backoff, retryPolicy, sleep, type RetryOptions, type RetryPolicy } from '../retry.ts';
 import { serverWait, type HeaderGetter, type ServerWait } from './feedback.ts';
@@ -95,7 +102,7 @@ export interface RequestReport {
 /** Per call: how to send, and what the caller said. */
 export interface CallOptions {
   signal?: AbortSignal | null | undefined;
-  priority?: number;
+  priority?: number | undefined;
   onReport?: ((report: RequestReport) => void) | undefined;
   /** Whether the request body can be sent again (a stream cannot). @default true */
   replayable?: boolean;
@@ -107,8 +114,11 @@ export interface Sent<R> {
   header: HeaderGetter;
   /** Throws the response away (a retried one): cancels or drains its body. */
   discard(): Promise<void>;
-  /** Settles when the response body is consumed, cancelled or fails. */
-  done: Promise<void>;
+  /**
+   * Settles when the response body is consumed, cancelled or fails; undefined for a response
+   * already received whole.
+   */
+  done: Promise<void> | undefined;
   /** What the caller receives. */
   value: R;
 }
@@ -131,16 +141,34 @@ export interface Attempt {
 /** Sends one attempt. */
 export type Send<R> = (attempt: Attempt) => Promise<Sent<R>>;
 
+/**
+ * Sends attempts without a promise each (the exchange's dispatch handler): `send(attempt)` starts
+ * one, and whatever receives it calls `attempt.sent()` once with the response, or
+ * `attempt.failed()` with the failure. @internal
+ */
+export interface Transport<R> {
+  send(attempt: AttemptHandle<R>): void;
+}
+
+/** Hears how a call ended: the promise of `run()`, or the CLI's record of a line. @internal */
+export interface CallSink<R> {
+  /** The response to deliver (its body may still be coming: the slot is held until it ends). */
+  delivered(value: R, call: Call<R>): void;
+  failed(error: unknown, call: Call<R>): void;
+}
+
+/** A retried attempt, as reports list them. */
+export interface RetryNote {
+  status?: number;
+  error?: string;
+  delayMs: number;
+}
+
+/** undici's default headers and body timeouts, in ms. */
+const UNDICI_TIMEOUT = 300_000;
+
 const IDEMPOTENT = ['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE'];
 const RETRY_STATUSES = [408, 429, 500, 502, 503, 504];
-
-/** A failed status that is going to be retried, after `delay` ms. */
-class RetryableStatus {
-  constructor(
-    readonly status: number,
-    readonly delay: number,
-  ) {}
-}
 
 const NOT_TRANSIENT = new Set([
   'UND_ERR_INVALID_ARG',
@@ -181,22 +209,62 @@ function checkLimits(name: string, limits: OriginLimits | undefined): OriginLimi
   return { ...limits, concurrency };
 }
 
+/** The client's settings, as every call reads them. */
+class Core {
+  constructor(
+    readonly limiter: KeyedLimiter,
+    readonly agent: Agent,
+    readonly clock: Clock,
+    readonly policy: RetryPolicy,
+    readonly methods: ReadonlySet<string>,
+    readonly statuses: ReadonlySet<number>,
+    readonly maxRetryAfter: number,
+    readonly signal: AbortSignal | undefined,
+    readonly onReport: ((report: RequestReport) => void) | undefined,
+    /** Whether attempts have a timeout (so each needs its own signal). */
+    readonly timed: boolean,
+    /** Aborts what is still in flight when `close()` gives up waiting. Shared: no listener limit. */
+    readonly closing: AbortSignal,
+  ) {}
+
+  /** How long to back off before retrying attempt `attempt`, or undefined to stop. */
+  retryDelay(attempt: number, wait: ServerWait | undefined): number | undefined {
+    if (attempt > this.policy.retries) return undefined;
+    if (wait !== undefined && wait.ms > this.maxRetryAfter) return undefined;
+    if (this.policy.budget !== undefined && !this.policy.budget.tryRetry()) return undefined;
+    return Math.max(backoff(this.policy, attempt), wait?.ms ?? 0);
+  }
+}
+
+/**
+ * Starts a call through `client`: its attempts go through `transport`, and `sink` hears how it
+ * ended. `run()` without a promise, for the exchange and the CLI. @internal
+ */
+export let startCall: <R>(
+  client: HttpClient,
+  url: URL,
+  origin: string,
+  method: string,
+  transport: Transport<R>,
+  options: CallOptions,
+  sink: CallSink<R>,
+) => Call<R>;
+
 export class HttpClient {
   readonly limiter: KeyedLimiter;
   readonly agent: Agent;
-  readonly #clock: Clock;
-  readonly #policy: RetryPolicy;
-  readonly #methods: ReadonlySet<string>;
-  readonly #statuses: ReadonlySet<number>;
-  readonly #maxRetryAfter: number;
-  readonly #signal: AbortSignal | undefined;
-  readonly #onReport: ((report: RequestReport) => void) | undefined;
+  readonly #core: Core;
   readonly #limitsOf: (origin: string) => OriginLimits;
   #closed: Promise<void> | undefined;
-  /** Whether attempts have a timeout (so each needs its own signal). */
-  readonly #timed: boolean;
-  /** Aborts what is still in flight when `close()` gives up waiting. Shared: no listener limit. */
   readonly #closing = new AbortController();
+
+  static {
+    startCall = (client, url, origin, method, transport, options, sink) => {
+      const call = new Call(client.#core, url, origin, method, transport, options, sink);
+      call.next();
+      return call;
+    };
+  }
 
   constructor(options: HttpOptions = {}) {
     v.options('options', options);
@@ -223,20 +291,16 @@ export class HttpClient {
       typeof retry === 'number' ? { retries: v.integer('retry', retry, 0, true) } : retry;
     v.options('retry', retryOptions);
     const { methods, statuses, ...rest } = retryOptions;
-    this.#policy = retryPolicy(rest, 'retry');
-    this.#methods = new Set((methods ?? IDEMPOTENT).map((m) => m.toUpperCase()));
-    this.#statuses = new Set(statuses ?? RETRY_STATUSES);
-    this.#maxRetryAfter =
+    const policy = retryPolicy(rest, 'retry');
+    const maxRetryAfter =
       options.maxRetryAfter === undefined
         ? 60_000
         : v.number('maxRetryAfter', options.maxRetryAfter, 0, true);
-    this.#signal = v.signal('signal', options.signal);
+    const signal = v.signal('signal', options.signal);
     if (options.onReport !== undefined) v.fn('onReport', options.onReport);
-    this.#onReport = options.onReport;
-    this.#clock = options.clock ?? systemClock;
+    const clock = options.clock ?? systemClock;
     const timeout =
       options.timeout === undefined ? Infinity : v.number('timeout', options.timeout, 0, true);
-    this.#timed = timeout !== Infinity;
     // Not 0 ("unlimited"): Node 20's getMaxListeners() throws on a signal set to 0, and undici asks.
     setMaxListeners(1_000_000, this.#closing.signal);
     this.limiter = new KeyedLimiter<string>({
@@ -248,104 +312,43 @@ export class HttpClient {
         const { concurrency, rate, burst, window } = this.#limitsOf(origin);
         return { concurrency, rate, burst, window, timeout };
       },
-      clock: this.#clock,
+      clock,
     });
     // One pool per origin, as wide as the origin's concurrency, so that no request queues inside
-    // undici where the limits cannot see it. Never the global dispatcher.
+    // undici where the limits cannot see it. Never the global dispatcher. undici's own headers
+    // and body timeouts (300 s each) cannot fire before an attempt's timeout of 300 s or less:
+    // they are off then, for they cost a timer object per request that lives up to a second.
+    const undiciTimeouts = timeout <= UNDICI_TIMEOUT ? { headersTimeout: 0, bodyTimeout: 0 } : {};
     this.agent = new Agent({
       factory: (origin, opts) => {
         const concurrency = this.#limitsOf(new URL(String(origin)).origin).concurrency ?? 6;
         const connections = concurrency === Infinity ? null : concurrency;
-        return new Pool(origin, Object.assign({}, opts, { connections }));
+        return new Pool(origin, Object.assign({}, opts, undiciTimeouts, { connections }));
       },
     });
+    this.#core = new Core(
+      this.limiter,
+      this.agent,
+      clock,
+      policy,
+      new Set((methods ?? IDEMPOTENT).map((m) => m.toUpperCase())),
+      new Set(statuses ?? RETRY_STATUSES),
+      maxRetryAfter,
+      signal,
+      options.onReport,
+      timeout !== Infinity,
+      this.#closing.signal,
+    );
   }
 
   /** Sends a request to `url` within the limits, retrying as configured. */
-  async run<R>(url: URL, method: string, send: Send<R>, call: CallOptions = {}): Promise<R> {
-    const origin = url.origin;
-    const signal = anySignal(this.#signal, call.signal ?? undefined);
-    const started = this.#clock.now();
-    const report: RequestReport = {
-      url: url.href,
-      method,
-      origin,
-      attempts: 0,
-      ok: false,
-      ms: 0,
-      waitMs: 0,
-      retries: [],
-      attemptStarts: [],
-    };
-    const retriable = this.#methods.has(method) && call.replayable !== false;
-    let busyMs = 0;
-    const finish = (fields: Partial<RequestReport>): void => {
-      Object.assign(report, fields);
-      report.ms = this.#clock.now() - started;
-      report.waitMs = Math.max(0, report.ms - busyMs);
-      this.#onReport?.(report);
-      call.onReport?.(report);
-    };
-    for (let attempt = 1; ; attempt++) {
-      let outcome: Sent<R> | RetryableStatus;
-      let attemptStart = started;
-      try {
-        outcome = await this.#attempt(
-          origin,
-          send,
-          signal,
-          call.priority,
-          attempt,
-          retriable,
-          (at) => {
-            attemptStart = at;
-            report.attempts = attempt;
-            report.attemptStarts.push(at - started);
-          },
-        );
-      } catch (error) {
-        busyMs += this.#clock.now() - attemptStart;
-        const delay =
-          retriable && signal?.aborted !== true && isTransient(error)
-            ? this.#retryDelay(attempt, undefined)
-            : undefined;
-        if (delay === undefined) {
-          const final =
-            attempt > 1 && signal?.aborted !== true
-              ? new RetryError(`failed after ${attempt} attempts: ${message(error)}`, attempt, {
-                  cause: error,
-                })
-              : error;
-          finish({ error: message(final) });
-          throw final;
-        }
-        report.retries.push({ error: message(error), delayMs: delay });
-        await this.#backoff(delay, signal, finish);
-        continue;
-      }
-      busyMs += this.#clock.now() - attemptStart;
-      if (!(outcome instanceof RetryableStatus)) {
-        const wait = serverWait(outcome.header, Date.now());
-        const tooLong =
-          retriable &&
-          wait !== undefined &&
-          wait.ms > this.#maxRetryAfter &&
-          this.#statuses.has(outcome.status);
-        finish({
-          status: outcome.status,
-          ok: outcome.status >= 200 && outcome.status < 300,
-          ...(wait === undefined ? {} : { serverWait: wait }),
-          ...(tooLong
-            ? {
-                error: `the server asked to wait ${Math.ceil(wait.ms / 1000)}s, more than maxRetryAfter (${this.#maxRetryAfter}ms)`,
-              }
-            : {}),
-        });
-        return outcome.value;
-      }
-      report.retries.push({ status: outcome.status, delayMs: outcome.delay });
-      await this.#backoff(outcome.delay, signal, finish);
-    }
+  run<R>(url: URL, method: string, send: Send<R>, call: CallOptions = {}): Promise<R> {
+    return new Promise<R>((resolve, reject) => {
+      startCall(this, url, url.origin, method, new SendTransport(send), call, {
+        delivered: resolve,
+        failed: reject,
+      });
+    });
   }
 
   /**
@@ -366,89 +369,354 @@ export class HttpClient {
     })();
     return this.#closed;
   }
+}
 
-  /** How long to back off before retrying attempt `attempt`, or undefined to stop. */
-  #retryDelay(attempt: number, wait: ServerWait | undefined): number | undefined {
-    if (attempt > this.#policy.retries) return undefined;
-    if (wait !== undefined && wait.ms > this.#maxRetryAfter) return undefined;
-    if (this.#policy.budget !== undefined && !this.#policy.budget.tryRetry()) return undefined;
-    return Math.max(backoff(this.#policy, attempt), wait?.ms ?? 0);
+/**
+ * One request: its attempts, each in its origin's line, the backoffs between them, and what is
+ * reported. An AsyncResource, so that a retry joins the line in the caller's async context (its
+ * backoff ends in a timer's, its failure arrives in a socket's).
+ *
+ * The state a report gives is read from it directly (the CLI's records): no report object is
+ * made unless someone listens for one.
+ */
+export class Call<R> extends AsyncResource {
+  readonly url: URL;
+  readonly origin: string;
+  readonly method: string;
+  /** When the call began, on the client's clock. */
+  readonly started: number;
+  /** Attempts started. */
+  attempts = 0;
+  /** Milliseconds from the call until each attempt started. */
+  readonly attemptStarts: number[] = [];
+  /** The status of the latest attempt that got one, even if its body then failed. */
+  heardStatus: number | undefined = undefined;
+  /** The delivered response's wait, if it asked for one. */
+  serverWait: ServerWait | undefined = undefined;
+  /** Why the call failed, or why a delivered response was not retried (a wait too long). */
+  error: string | undefined = undefined;
+  readonly #core: Core;
+  readonly #transport: Transport<R>;
+  readonly #sink: CallSink<R>;
+  /** The client's signal, the caller's, or both at once. */
+  readonly signal: AbortSignal | undefined;
+  readonly #priority: number | undefined;
+  readonly #onReport: ((report: RequestReport) => void) | undefined;
+  readonly #retriable: boolean;
+  #retries: RetryNote[] | undefined = undefined;
+  /** The attempts scheduled. */
+  #scheduled = 0;
+  #attemptStart: number;
+  #busyMs = 0;
+
+  constructor(
+    core: Core,
+    url: URL,
+    origin: string,
+    method: string,
+    transport: Transport<R>,
+    options: CallOptions,
+    sink: CallSink<R>,
+  ) {
+    super('sluice.http');
+    this.#core = core;
+    this.url = url;
+    this.origin = origin;
+    this.method = method;
+    this.#transport = transport;
+    this.#sink = sink;
+    this.signal = anySignal(core.signal, options.signal ?? undefined);
+    this.#priority = options.priority;
+    this.#onReport = options.onReport;
+    this.#retriable = core.methods.has(method) && options.replayable !== false;
+    this.started = core.clock.now();
+    this.#attemptStart = this.started;
   }
 
-  async #backoff(
-    delay: number,
-    signal: AbortSignal | undefined,
-    finish: (fields: Partial<RequestReport>) => void,
-  ): Promise<void> {
+  /** The attempts retried, with why and the delay before the next (the same empty list if none). */
+  get retries(): readonly RetryNote[] {
+    return this.#retries ?? NO_RETRIES;
+  }
+
+  /** Puts the next attempt in the origin's line. */
+  next(): void {
+    this.#attemptStart = this.started;
+    const attempt = new AttemptHandle(this, this.#core, ++this.#scheduled);
+    runKeyed(this.#core.limiter, this.origin, attempt, this.#priority, this.signal);
+  }
+
+  /** The attempt got its slot: it is sent now. */
+  began(attempt: AttemptHandle<R>): void {
+    const now = this.#core.clock.now();
+    this.#attemptStart = now;
+    this.attempts = attempt.attempt;
+    this.attemptStarts.push(now - this.started);
+    this.#core.policy.budget?.recordCall();
     try {
-      await sleep(this.#clock, delay, signal);
+      this.#transport.send(attempt);
     } catch (error) {
-      finish({ error: message(error) });
-      throw error;
+      attempt.failed(error);
     }
   }
 
   /**
-   * One attempt in the origin's line. Resolves with the response (the slot stays held until its
-   * body is done) or with a retryable status (already discarded); rejects with a failure to send.
+   * The server's word holds for every caller of this origin, not just this one: a 429 or 503
+   * that says when to come back, or a rate-limit header that says nothing is left, pauses it.
    */
-  #attempt<R>(
-    origin: string,
-    send: Send<R>,
-    signal: AbortSignal | undefined,
-    priority: number | undefined,
-    attempt: number,
-    retriable: boolean,
-    onStart: (at: number) => void,
-  ): Promise<Sent<R> | RetryableStatus> {
-    return new Promise((resolve, reject) => {
-      let settled = false;
-      const task = this.limiter.schedule(
-        origin,
-        async (context) => {
-          onStart(this.#clock.now());
-          this.#policy.budget?.recordCall();
-          const sent = await send({
-            dispatcher: this.agent,
-            attempt,
-            signal: () =>
-              this.#timed || signal !== undefined ? context.signal : this.#closing.signal,
-            onAbort: (abort) => {
-              whenAborted(context, (reason) => {
-                abort(reason instanceof Error ? reason : new Error(String(reason)));
-              });
-            },
-          });
-          const wait = serverWait(sent.header, Date.now());
-          // The server's word holds for every caller of this origin, not just this one: a 429 or
-          // 503 that says when to come back, or a rate-limit header that says nothing is left.
-          if (
-            wait !== undefined &&
-            wait.ms > 0 &&
-            (sent.status === 429 || sent.status === 503 || wait.source !== 'retry-after')
-          ) {
-            this.limiter.limiterFor(origin).pauseFor(wait.ms);
-          }
-          const delay =
-            retriable && this.#statuses.has(sent.status)
-              ? this.#retryDelay(attempt, wait)
-              : undefined;
-          if (delay !== undefined) {
-            await sent.discard();
-            settled = true;
-            resolve(new RetryableStatus(sent.status, delay));
-            return;
-          }
-          settled = true;
-          resolve(sent);
-          await sent.done;
-        },
-        { signal, ...(priority === undefined ? {} : { priority }) },
+  heed(status: number, wait: ServerWait | undefined): void {
+    if (
+      wait !== undefined &&
+      wait.ms > 0 &&
+      (status === 429 || status === 503 || wait.source !== 'retry-after')
+    ) {
+      this.#core.limiter.limiterFor(this.origin).pauseFor(wait.ms);
+    }
+  }
+
+  /** How long to wait before retrying a response with this status, or undefined to deliver it. */
+  retryDelay(attempt: AttemptHandle<R>, status: number, wait: ServerWait | undefined) {
+    return this.#retriable && this.#core.statuses.has(status)
+      ? this.#core.retryDelay(attempt.attempt, wait)
+      : undefined;
+  }
+
+  /** The response goes to the caller. */
+  deliver(sent: Sent<R>, wait: ServerWait | undefined): void {
+    const core = this.#core;
+    this.#busyMs += core.clock.now() - this.#attemptStart;
+    this.serverWait = wait;
+    if (
+      this.#retriable &&
+      wait !== undefined &&
+      wait.ms > core.maxRetryAfter &&
+      core.statuses.has(sent.status)
+    ) {
+      this.error = `the server asked to wait ${Math.ceil(wait.ms / 1000)}s, more than maxRetryAfter (${core.maxRetryAfter}ms)`;
+    }
+    this.#report(sent.status);
+    this.#sink.delivered(sent.value, this);
+  }
+
+  /** A response with a status to retry was thrown away: back off, then try again. */
+  retryStatus(status: number, delay: number): void {
+    this.#busyMs += this.#core.clock.now() - this.#attemptStart;
+    (this.#retries ??= []).push({ status, delayMs: delay });
+    this.#backoff(delay);
+  }
+
+  /** The current attempt failed (or never started): retry it if that is worth it, or fail. */
+  attemptFailed(attempt: AttemptHandle<R>, error: unknown): void {
+    this.#busyMs += this.#core.clock.now() - this.#attemptStart;
+    const n = attempt.attempt;
+    const aborted = this.signal?.aborted === true;
+    const delay =
+      this.#retriable && !aborted && isTransient(error)
+        ? this.#core.retryDelay(n, undefined)
+        : undefined;
+    if (delay === undefined) {
+      this.#fail(
+        n > 1 && !aborted
+          ? new RetryError(`failed after ${n} attempts: ${message(error)}`, n, { cause: error })
+          : error,
       );
-      task.then(undefined, (error: unknown) => {
-        if (!settled) reject(error);
-      });
-    });
+      return;
+    }
+    (this.#retries ??= []).push({ error: message(error), delayMs: delay });
+    this.#backoff(delay);
+  }
+
+  #backoff(delay: number): void {
+    sleep(this.#core.clock, delay, this.signal).then(
+      () => {
+        this.runInAsyncScope(() => {
+          this.next();
+        });
+      },
+      (error: unknown) => {
+        this.#fail(error);
+      },
+    );
+  }
+
+  #fail(error: unknown): void {
+    this.error = message(error);
+    this.#report(undefined);
+    this.#sink.failed(error, this);
+  }
+
+  /** Tells whoever listens for reports, in the caller's async context. */
+  #report(status: number | undefined): void {
+    if (this.#core.onReport === undefined && this.#onReport === undefined) return;
+    const ms = this.#core.clock.now() - this.started;
+    const report: RequestReport = {
+      url: this.url.href,
+      method: this.method,
+      origin: this.origin,
+      attempts: this.attempts,
+      ok: status !== undefined && status >= 200 && status < 300,
+      ms,
+      waitMs: Math.max(0, ms - this.#busyMs),
+      retries: this.#retries ?? [],
+      attemptStarts: this.attemptStarts,
+    };
+    if (status !== undefined) report.status = status;
+    if (this.serverWait !== undefined) report.serverWait = this.serverWait;
+    if (this.error !== undefined) report.error = this.error;
+    this.runInAsyncScope(this.#tell, this, report);
+  }
+
+  #tell(report: RequestReport): void {
+    this.#core.onReport?.(report);
+    this.#onReport?.(report);
+  }
+}
+
+const NO_RETRIES: readonly RetryNote[] = Object.freeze([]);
+
+/**
+ * One attempt of a call: the limiter's runner of its task, what the transport sends it with, and
+ * where the transport tells what came back. One object, so that an attempt costs no closures.
+ */
+export class AttemptHandle<R> implements TaskRunner {
+  readonly #call: Call<R>;
+  readonly #core: Core;
+  /** 1, then 2 for the first retry, … */
+  readonly attempt: number;
+  #context: TaskContext | undefined = undefined;
+  /** Whether the call has moved on from it: its response was delivered or retried, or it failed. */
+  #decided = false;
+
+  constructor(call: Call<R>, core: Core, attempt: number) {
+    this.#call = call;
+    this.#core = core;
+    this.attempt = attempt;
+  }
+
+  get dispatcher(): Agent {
+    return this.#core.agent;
+  }
+
+  /** The attempt's signal: see `Attempt.signal`. */
+  signal(): AbortSignal {
+    const context = this.#context as TaskContext;
+    return this.#core.timed || this.#call.signal !== undefined
+      ? context.signal
+      : this.#core.closing;
+  }
+
+  /** Calls `target.abort(reason)` if the attempt is aborted (timed out, cancelled, closed). */
+  whenAborted(target: AbortTarget): void {
+    whenAborted(this.#context as TaskContext, target);
+  }
+
+  /** The status arrived (before the body, which may still fail). */
+  heard(status: number): void {
+    if (!this.#decided) this.#call.heardStatus = status;
+  }
+
+  /** The transport's word: the response (headers, and the body unless `done` says otherwise). */
+  sent(sent: Sent<R>): void {
+    const context = this.#context as TaskContext;
+    const call = this.#call;
+    const status = sent.status;
+    // Most responses carry no wait: `serverWait()` settles that with a few lookups.
+    const wait = serverWait(sent.header);
+    let delay: number | undefined;
+    try {
+      call.heed(status, wait);
+      // Nobody takes the response of an attempt the call moved on from (timed out, aborted).
+      if (this.#decided) {
+        this.#endAfter(sent.discard(), context, true, undefined);
+        return;
+      }
+      delay = call.retryDelay(this, status, wait);
+    } catch (error) {
+      this.#endAfter(sent.discard(), context, false, error); // the client closed meanwhile
+      return;
+    }
+    if (delay === undefined) {
+      this.#decided = true;
+      call.deliver(sent, wait);
+      if (sent.done === undefined) endAttempt(context, true, undefined);
+      else this.#endAfter(sent.done, context, true, undefined);
+      return;
+    }
+    // Thrown away, then retried: the slot is given back once the body is. Should the attempt
+    // fail meanwhile (time out while its body drains), that failure decides what comes next.
+    const retried = delay;
+    sent.discard().then(
+      () => {
+        const retry = !this.#decided;
+        this.#decided = true;
+        endAttempt(context, true, undefined);
+        if (retry) call.retryStatus(status, retried);
+      },
+      (error: unknown) => {
+        this.failed(error);
+      },
+    );
+  }
+
+  /** The transport's word: the attempt failed (to connect, to send, or its body). */
+  failed(error: unknown): void {
+    endAttempt(this.#context as TaskContext, false, error);
+  }
+
+  /** Ends the attempt once `settled` settles: as `ok` and `error` say, or failed if it rejects. */
+  #endAfter(settled: Promise<void>, context: TaskContext, ok: boolean, error: unknown): void {
+    settled.then(
+      () => {
+        endAttempt(context, ok, error);
+      },
+      (failure: unknown) => {
+        endAttempt(context, false, ok ? failure : error);
+      },
+    );
+  }
+
+  // The limiter's side (TaskRunner).
+
+  start(context: TaskContext): void {
+    this.#context = context;
+    this.#call.began(this);
+  }
+
+  done(ok: boolean, outcome: unknown): void {
+    if (ok || this.#decided) return;
+    this.#decided = true;
+    this.#call.attemptFailed(this, outcome);
+  }
+}
+
+/** `run()`'s promise-returning `send`, as a transport. */
+class SendTransport<R> implements Transport<R> {
+  readonly #send: Send<R>;
+
+  constructor(send: Send<R>) {
+    this.#send = send;
+  }
+
+  send(handle: AttemptHandle<R>): void {
+    const attempt: Attempt = {
+      dispatcher: handle.dispatcher,
+      attempt: handle.attempt,
+      signal: () => handle.signal(),
+      onAbort: (abort) => {
+        handle.whenAborted({
+          abort(reason: unknown) {
+            abort(reason instanceof Error ? reason : new Error(String(reason)));
+          },
+        });
+      },
+    };
+    this.#send(attempt).then(
+      (sent) => {
+        handle.sent(sent);
+      },
+      (error: unknown) => {
+        handle.failed(error);
+      },
+    );
   }
 }
 

@@ -1,0 +1,89 @@
+import assert from 'node:assert/strict';
+import { PassThrough, Readable } from 'node:stream';
+import { describe, it } from 'node:test';
+import fc from 'fast-check';
+import type { CliIo } from '../src/cli/io.ts';
+import { openInput } from '../src/cli/input.ts';
+import { Output } from '../src/cli/output.ts';
+
+function ioWith(stdin: Readable): CliIo {
+  return {
+    stdin,
+    stdout: new PassThrough(),
+    stderr: new PassThrough(),
+    stderrIsTTY: false,
+    env: {},
+    cwd: process.cwd(),
+    onInterrupt: () => () => undefined,
+  };
+}
+
+/** The lines `openInput` gives for `bytes` read in chunks cut at `cuts`. */
+async function linesOf(bytes: Buffer, cuts: number[]): Promise<string[]> {
+  const at = [...new Set(cuts.map((c) => c % (bytes.length + 1)))].sort((a, b) => a - b);
+  const chunks: Buffer[] = [];
+  let from = 0;
+  for (const cut of [...at, bytes.length]) {
+    if (cut > from) chunks.push(bytes.subarray(from, cut));
+    from = Math.max(from, cut);
+  }
+  const input = await openInput('-', ioWith(Readable.from(chunks)));
+  const lines: string[] = [];
+  for await (const batch of input.batches) for (const line of batch) lines.push(line);
+  return lines;
+}
+
+/** What a reader of text lines expects: split on \n, one \r before it dropped, no last empty line. */
+function expected(text: string): string[] {
+  if (text === '') return [];
+  const lines = text.split('\n');
+  if (lines.at(-1) === '') lines.pop();
+  return lines.map((line) => (line.endsWith('\r') ? line.slice(0, -1) : line));
+}
+
+describe('CLI input', () => {
+  it('splits UTF-8 into lines exactly, wherever the chunks are cut', async () => {
+    const piece = fc.constantFrom('a', 'é', '€', '𝄞', '\n', '\r\n', '\r', ' ', 'http://x/');
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(piece, { maxLength: 60 }),
+        fc.array(fc.nat(400), { maxLength: 12 }),
+        async (pieces, cuts) => {
+          const text = pieces.join('');
+          assert.deepEqual(await linesOf(Buffer.from(text, 'utf8'), cuts), expected(text));
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  it('joins a line longer than many chunks once its end comes', async () => {
+    const long = '€'.repeat(50_000);
+    const text = `first\n${long}\r\nlast`;
+    const bytes = Buffer.from(text, 'utf8');
+    const cuts = Array.from({ length: 40 }, (_, i) => 7 + i * 3_997);
+    assert.deepEqual(await linesOf(bytes, cuts), ['first', long, 'last']);
+  });
+});
+
+describe('CLI output', () => {
+  it('writes every record whole and in order, whatever their sizes and characters', async () => {
+    const record = fc.oneof(
+      fc.string({ unit: fc.constantFrom('a', '"', 'é', '€', '𝄞'), maxLength: 200 }),
+      fc.integer({ min: 20_000, max: 70_000 }).map((n) => '€'.repeat(n)), // past one batch
+    );
+    await fc.assert(
+      fc.asyncProperty(fc.array(record, { maxLength: 30 }), async (records) => {
+        const stdout = new PassThrough();
+        const chunks: Buffer[] = [];
+        stdout.on('data', (chunk: Buffer) => chunks.push(chunk));
+        const output = await Output.open(undefined, { ...ioWith(Readable.from([])), stdout });
+        for (const line of records) output.write(line);
+        await output.close();
+        const written = Buffer.concat(chunks).toString('utf8');
+        assert.equal(written, records.map((line) => `${line}\n`).join(''));
+      }),
+      { numRuns: 60 },
+    );
+  });
+});
