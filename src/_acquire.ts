@@ -21,10 +21,16 @@ export interface Request {
   timeout: number;
 }
 
+const DEFAULT_REQUEST: Request = Object.freeze({
+  weight: 1,
+  priority: 0,
+  signal: undefined,
+  timeout: Infinity,
+});
+
 /** Checks acquire options; throws a TypeError / RangeError naming the bad one. */
 export function parseRequest(options: AcquireOptions | undefined): Request {
-  if (options === undefined)
-    return { weight: 1, priority: 0, signal: undefined, timeout: Infinity };
+  if (options === undefined) return DEFAULT_REQUEST;
   v.options('options', options);
   return {
     weight: options.weight === undefined ? 1 : v.integer('weight', options.weight, 1),
@@ -37,6 +43,7 @@ export function parseRequest(options: AcquireOptions | undefined): Request {
 
 /** The error for a request no gate of this size could ever serve, or undefined if it fits. */
 export function tooHeavy(engine: Engine, weight: number): RangeError | undefined {
+  if (weight === 1 && engine.capacity >= 1 && engine.pacer === undefined) return undefined;
   if (weight > engine.capacity) {
     return new RangeError(
       `Expected \`weight\` to be at most the capacity ${engine.capacity}, got \`${weight}\` (number): it could never be granted`,

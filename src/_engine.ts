@@ -18,6 +18,8 @@ import type { Clock, TimerHandle } from './_clock.ts';
 import type { Pacer } from './_pace.ts';
 import { PriorityQueue, type Entry } from './_queue.ts';
 
+/** Queues microtasks (see `restampLater`). */
+const SETTLED: Promise<void> = Promise.resolve();
 /** Something waiting in the engine's line. */
 export interface Waiter extends Entry {
   /** Called once its permits are taken (and paced): start, or hand over a permit. */
@@ -140,22 +142,28 @@ export class Engine {
    */
   restampLater(weight: number, bookedAt: number, hops: 1 | 2): void {
     if (this.#pacer?.restamp === undefined) return;
+    // A reaction on a settled promise is queued as queueMicrotask() would queue it, without the
+    // AsyncResource Node makes for each of those.
     const restamp = (): void => {
       this.restamp(weight, bookedAt);
     };
-    queueMicrotask(
+    void SETTLED.then(
       hops === 1
         ? restamp
         : () => {
-            queueMicrotask(restamp);
+            void SETTLED.then(restamp);
           },
     );
   }
 
   /** Puts `waiter` in line and serves the line (it may be granted before this returns). */
   enqueue(waiter: Waiter, priority: number): void {
-    this.line.push(waiter, priority);
-    this.drain();
+    const line = this.line;
+    const behind = line.size > 0;
+    line.push(waiter, priority);
+    // Behind a front that is held back, it is held back too: whatever frees the front (a release,
+    // the pacer's timer) serves the line then. Only a new front can be served now.
+    if (!behind || line.peek() === waiter) this.drain();
   }
 
   /**
