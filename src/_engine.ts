@@ -87,7 +87,9 @@ export class Engine {
       this.line.withdraw(waiter);
       waiter.fail(error);
     }
-    if (heavy.length > 0) this.#left();
+    if (heavy.length === 0) return;
+    this.#left();
+    this.drain(); // a lighter waiter that was behind one of them may fit now
   }
 
   get held(): number {

@@ -758,6 +758,42 @@ describe('createFetch: timeouts and signals', { timeout: 10_000 }, () => {
 });
 
 describe('createFetch: responses and reports', { timeout: 10_000 }, () => {
+  it('settles each call and frees its slot when an onReport listener throws, and rethrows that on its own', async (t) => {
+    const h = new Harness(t);
+    const server = await h.serve((req, res) => {
+      if (req.url === '/drop') req.socket.destroy();
+      else reply(res, 200, {}, 'fine');
+    });
+    const thrown: unknown[] = [];
+    const saved = process.listeners('uncaughtException');
+    process.removeAllListeners('uncaughtException');
+    process.on('uncaughtException', (error) => thrown.push(error));
+    t.after(() => {
+      process.removeAllListeners('uncaughtException');
+      for (const listener of saved) process.on('uncaughtException', listener);
+    });
+    const fetch = h.fetch({
+      concurrency: 1,
+      retry: 0,
+      onReport: () => {
+        throw new Error('the listener broke');
+      },
+    });
+    const ok = await within(2000, fetch(server.url('/a')), 'the first call');
+    assert.equal(await ok.text(), 'fine');
+    await assert.rejects(within(2000, fetch(server.url('/drop')), 'the failing call'), (error) => {
+      assert.notEqual((error as Error).message, 'the listener broke');
+      return true;
+    });
+    const again = await within(2000, fetch(server.url('/b')), 'a call after them');
+    assert.equal(await again.text(), 'fine');
+    await delay(10);
+    assert.deepEqual(
+      thrown.map((error) => (error as Error).message),
+      ['the listener broke', 'the listener broke', 'the listener broke'],
+    );
+  });
+
   it('returns a global Response with the status, headers, url and body', async (t) => {
     const h = new Harness(t);
     const server = await h.serve((req, res) => {

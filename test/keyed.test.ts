@@ -665,6 +665,32 @@ console.log(await b.then((value) => value, (error) => error.name));`,
         );
         assert.deepEqual(lines, ['RangeError']);
       });
+
+      it('starts a lighter task at once when the heavy one in front of it is rejected by a lowered global concurrency', async () => {
+        const lines = await run(
+          'weighted-lowered-behind',
+          `const keyed = new KeyedLimiter({ concurrency: 4, perKey: { concurrency: 3 } });
+const a = held();
+void keyed.schedule('k', () => a.promise);
+const heavy = keyed.schedule('k', () => 'heavy ran', { weight: 3 });
+let lightRan = false;
+const light = keyed.schedule('k', () => { lightRan = true; return 'light ran'; });
+await tick();
+console.log('light ran before:', lightRan);
+keyed.concurrency = 2;
+console.log(await heavy.then((value) => value, (error) => error.name));
+await tick();
+console.log('light ran while a runs:', lightRan);
+a.release();
+console.log(await light);`,
+        );
+        assert.deepEqual(lines, [
+          'light ran before: false',
+          'RangeError',
+          'light ran while a runs: true',
+          'light ran',
+        ]);
+      });
     },
   );
 });

@@ -410,7 +410,15 @@ class LineSink implements CallSink<Exchanged> {
   }
 
   delivered(received: Exchanged, call: Call<Exchanged>): void {
-    this.#done(lineAnswered(this.#command, this.#task, this.#index, received, call));
+    let outcome: Outcome;
+    try {
+      outcome = lineAnswered(this.#command, this.#task, this.#index, received, call);
+    } catch (error) {
+      // The record could not be made (a kept body too large for one string): the line still
+      // gets one, with why.
+      outcome = lineFailed(this.#command, this.#task, this.#index, error, call);
+    }
+    this.#done(outcome);
   }
 
   failed(error: unknown, call: Call<Exchanged>): void {

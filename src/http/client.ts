@@ -565,13 +565,28 @@ export class Call<R> extends AsyncResource {
     this.runInAsyncScope(this.#tell, this, report);
   }
 
+  /**
+   * A listener that throws does not break the call: the call settles as it would have, and the
+   * exception is thrown again on its own, as an uncaught exception, as a timer's would be.
+   */
   #tell(report: RequestReport): void {
-    this.#core.onReport?.(report);
-    this.#onReport?.(report);
+    const listeners = [this.#core.onReport, this.#onReport];
+    for (const listener of listeners) {
+      if (listener === undefined) continue;
+      try {
+        listener(report);
+      } catch (error) {
+        process.nextTick(rethrow, error);
+      }
+    }
   }
 }
 
 const NO_RETRIES: readonly RetryNote[] = Object.freeze([]);
+
+function rethrow(error: unknown): never {
+  throw error;
+}
 
 /**
  * One attempt of a call: the limiter's runner of its task, what the transport sends it with, and
