@@ -20,6 +20,7 @@ import { PriorityQueue, type Entry } from './_queue.ts';
 
 /** Queues microtasks (see `restampLater`). */
 const SETTLED: Promise<void> = Promise.resolve();
+
 /** Something waiting in the engine's line. */
 export interface Waiter extends Entry {
   /** Called once its permits are taken (and paced): start, or hand over a permit. */
