@@ -4,16 +4,16 @@
  * timed from the first `schedule()` / `add()` until `Promise.all` over every returned promise
  * resolves, as in (a).
  */
-import { collect } from '../gc.mjs';
+import { findImpl } from '../impls.mjs';
 import * as s from '../stats.mjs';
+import { measureTasks, warmupOf } from '../tasks.mjs';
 
 export const title = '(f) Limiter with a concurrency limit, immediately-resolving tasks';
 
 const CONCURRENCIES = [10, 100];
-const WARMUP = 20_000;
 const SLUICE = new URL('../../dist/index.js', import.meta.url).href;
 
-/** `load()` resolves to `create(concurrency)`, which returns `run(fn) → Promise`. */
+/** `load()` resolves to `create(concurrency)`, which returns `{ run(fn) → Promise }`. */
 const impls = [
   {
     name: 'sluice Limiter.schedule',
@@ -22,7 +22,7 @@ const impls = [
       const { Limiter } = await import(SLUICE);
       return (concurrency) => {
         const limiter = new Limiter({ concurrency });
-        return (fn) => limiter.schedule(fn);
+        return { run: (fn) => limiter.schedule(fn) };
       };
     },
   },
@@ -33,7 +33,7 @@ const impls = [
       const { default: PQueue } = await import('p-queue');
       return (concurrency) => {
         const queue = new PQueue({ concurrency });
-        return (fn) => queue.add(fn);
+        return { run: (fn) => queue.add(fn) };
       };
     },
   },
@@ -48,26 +48,8 @@ export function plan(config) {
   );
 }
 
-async function drive(run, n) {
-  const promises = new Array(n);
-  const start = performance.now();
-  for (let i = 0; i < n; i++) promises[i] = run(() => Promise.resolve(i));
-  const values = await Promise.all(promises);
-  return { ms: performance.now() - start, values };
-}
-
 export async function measure({ impl, concurrency, n }) {
-  const found = impls.find((candidate) => candidate.name === impl);
-  if (found === undefined) throw new Error(`Unknown implementation ${JSON.stringify(impl)}`);
-  const create = await found.load();
-  // A warm-up on another instance first, as in (a), so the timed run measures optimised code.
-  await drive(create(concurrency), Math.min(WARMUP, Math.ceil(n / 10)));
-  collect();
-  const { ms, values } = await drive(create(concurrency), n);
-  let ok = values.length === n;
-  for (let i = 0; ok && i < n; i++) ok = values[i] === i;
-  const tasksPerSec = n / (ms / 1000);
-  return { ms, tasksPerSec, ok, summary: `${s.rate(tasksPerSec)} tasks/s` };
+  return measureTasks(await findImpl(impls, impl).load(), concurrency, n);
 }
 
 export function report(cells, config) {
@@ -88,7 +70,7 @@ export function report(cells, config) {
     ];
   });
 
-  const warmup = s.int(Math.min(WARMUP, Math.ceil(config.n / 10)));
+  const warmup = s.int(warmupOf(config.n));
   const markdown = [
     `### ${title}`,
     '',

@@ -4,13 +4,12 @@
  * resolves, so it covers queueing, starting, settling and handing the result back.
  */
 import { findImpl, limiters } from '../impls.mjs';
-import { collect } from '../gc.mjs';
 import * as s from '../stats.mjs';
+import { measureTasks, warmupOf } from '../tasks.mjs';
 
 export const title = '(a) Throughput, immediately-resolving tasks';
 
 const CONCURRENCIES = [1, 10, 100, 10_000];
-const WARMUP = 20_000;
 
 export function plan(config) {
   return limiters.flatMap((impl) =>
@@ -21,26 +20,8 @@ export function plan(config) {
   );
 }
 
-/** Enqueues `n` tasks, then awaits them all; the tasks are per-call closures, as in user code. */
-async function drive(limiter, n) {
-  const promises = new Array(n);
-  const start = performance.now();
-  for (let i = 0; i < n; i++) promises[i] = limiter.run(() => Promise.resolve(i));
-  const values = await Promise.all(promises);
-  return { ms: performance.now() - start, values };
-}
-
 export async function measure({ impl, concurrency, n }) {
-  const create = await findImpl(limiters, impl).load();
-  // A short run through the same code first, on another instance, so the timed run measures the
-  // optimised code rather than the first compile (equal for everyone, small next to N).
-  await drive(create(concurrency), Math.min(WARMUP, Math.ceil(n / 10)));
-  collect();
-  const { ms, values } = await drive(create(concurrency), n);
-  let ok = values.length === n;
-  for (let i = 0; ok && i < n; i++) ok = values[i] === i;
-  const tasksPerSec = n / (ms / 1000);
-  return { ms, tasksPerSec, ok, summary: `${s.rate(tasksPerSec)} tasks/s` };
+  return measureTasks(await findImpl(limiters, impl).load(), concurrency, n);
 }
 
 export function report(cells, config) {
@@ -79,7 +60,7 @@ export function report(cells, config) {
     '',
     `tasks/s for ${s.int(config.n)} tasks \`() => Promise.resolve(i)\`: enqueue all, then await ` +
       `all. Median of ${config.reps} fresh process${config.reps === 1 ? '' : 'es'} per cell; ` +
-      `each does a ${s.int(Math.min(WARMUP, Math.ceil(config.n / 10)))}-task warm-up first. ` +
+      `each does a ${s.int(warmupOf(config.n))}-task warm-up first. ` +
       `Ratio columns list c=1 / 10 / 100 / 10 000.`,
     '',
     s.table(['implementation', ...cHeads, '× p-limit', '× fastest peer'], rows),
