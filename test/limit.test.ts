@@ -9,6 +9,7 @@ import process from 'node:process';
 import { describe, it } from 'node:test';
 import { limit, limitFunction } from '../src/index.ts';
 import { deferred, flush } from './_helpers/clock.ts';
+import { seeded } from './_helpers/random.ts';
 
 /** Tasks that record when they start and run until the test finishes them. */
 function tasks() {
@@ -68,17 +69,6 @@ function watchUnhandled() {
   };
 }
 
-/** A small seeded generator, so that a "random" order is the same on every run. */
-function random(seed: number): () => number {
-  let state = seed;
-  return () => {
-    state = (state + 0x6d2b79f5) | 0;
-    let t = Math.imul(state ^ (state >>> 15), 1 | state);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 
 describe('limit()', () => {
@@ -87,7 +77,7 @@ describe('limit()', () => {
       const run = limit(3);
       const t = tasks();
       const results = range(20).map((id) => run(t.task(id)));
-      const next = random(seed);
+      const next = seeded(seed);
       for (let done = 0; done < 20; done++) {
         await flush();
         assert.equal(t.inFlight, Math.min(3, 20 - done));
@@ -647,7 +637,7 @@ describe('limitFunction()', () => {
     const results = range(5).map((id) => limited(id, 'call'));
     await flush();
     assert.deepEqual(t.started, [0, 1]);
-    const next = random(9);
+    const next = seeded(9);
     for (let done = 0; done < 5; done++) {
       await flush();
       assert.equal(t.inFlight, Math.min(2, 5 - done));

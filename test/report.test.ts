@@ -23,6 +23,7 @@ import {
 import type { RunConfig, RunEntry } from '../src/cli/report-data.ts';
 import { escapeHtml, redactSecrets } from '../src/cli/report-safe.ts';
 import { createReport } from '../src/cli/report.ts';
+import { seeded } from './_helpers/random.ts';
 
 const HOSTILE_URL = `https://api.example.test/"><script>alert(1)</script><img src=x onerror=alert(2)>?a='1'`;
 
@@ -44,17 +45,6 @@ function entry(index: number, overrides: Partial<RunEntry> = {}): RunEntry {
     ms,
     retriedStatuses: [],
     ...overrides,
-  };
-}
-
-/** A seeded generator (mulberry32), so every run of the tests sees the same data. */
-function seeded(seed: number): () => number {
-  let state = seed;
-  return () => {
-    state = (state + 0x6d2b79f5) | 0;
-    let t = Math.imul(state ^ (state >>> 15), 1 | state);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
 

@@ -1,6 +1,6 @@
 /**
  * `createRequest(options)`: the same limits as `createFetch()`, on undici's `request` API (no
- * WHATWG streams, about twice the throughput): what the CLI uses on its hot path.
+ * WHATWG streams, about twice the throughput).
  */
 import { once } from 'node:events';
 import type { Readable } from 'node:stream';
