@@ -81,6 +81,18 @@ class Starts {
   }
 }
 
+/** Asks for `n` waits at once (w0, w1, …), lets the clock run until none is left, and gives the log. */
+async function waitAll(
+  clock: ManualClock,
+  limiter: RateLimiter,
+  n: number,
+): Promise<[string, number][]> {
+  const starts = new Starts(clock);
+  for (let i = 0; i < n; i++) void starts.track(`w${i}`, limiter.wait());
+  await settle(clock);
+  return starts.log;
+}
+
 /** Asserts the starts happened in this order, each at its instant (never before, at most a hair after). */
 function assertStarts(
   log: readonly (readonly [string, number])[],
@@ -489,10 +501,7 @@ describe('RateLimiter', () => {
     it('hands waiters the whole limit at once, then the next limit one interval later', async () => {
       const clock = new ManualClock();
       const limiter = new RateLimiter({ rate: '3/s', window: 'sliding', clock });
-      const starts = new Starts(clock);
-      for (let i = 0; i < 7; i++) void starts.track(`w${i}`, limiter.wait());
-      await settle(clock);
-      assertStarts(starts.log, [
+      assertStarts(await waitAll(clock, limiter, 7), [
         ['w0', 0],
         ['w1', 0],
         ['w2', 0],
@@ -566,10 +575,7 @@ describe('RateLimiter', () => {
     it('spaces waiters by the strictest of several spaced windows', async () => {
       const clock = new ManualClock();
       const limiter = new RateLimiter({ rate: ['10/s', '20/10s'], burst: 5, clock });
-      const starts = new Starts(clock);
-      for (let i = 0; i < 8; i++) void starts.track(`w${i}`, limiter.wait());
-      await settle(clock);
-      assertStarts(starts.log, [
+      assertStarts(await waitAll(clock, limiter, 8), [
         ['w0', 0],
         ['w1', 0],
         ['w2', 0],
@@ -639,10 +645,7 @@ describe('RateLimiter', () => {
     it('still admits every start exactly at its instant, never before', async () => {
       const clock = new ManualClock(0, { early: 1 });
       const limiter = new RateLimiter({ rate: '10/s', burst: 2, clock });
-      const starts = new Starts(clock);
-      for (let i = 0; i < 6; i++) void starts.track(`w${i}`, limiter.wait());
-      await settle(clock);
-      assertStarts(starts.log, [
+      assertStarts(await waitAll(clock, limiter, 6), [
         ['w0', 0],
         ['w1', 0],
         ['w2', 100],
@@ -655,10 +658,7 @@ describe('RateLimiter', () => {
     it('still admits a sliding window’s next starts exactly one interval later', async () => {
       const clock = new ManualClock(0, { early: 1 });
       const limiter = new RateLimiter({ rate: '2/10ms', window: 'sliding', clock });
-      const starts = new Starts(clock);
-      for (let i = 0; i < 5; i++) void starts.track(`w${i}`, limiter.wait());
-      await settle(clock);
-      assertStarts(starts.log, [
+      assertStarts(await waitAll(clock, limiter, 5), [
         ['w0', 0],
         ['w1', 0],
         ['w2', 10],
@@ -670,10 +670,7 @@ describe('RateLimiter', () => {
     it('still admits exactly when the timer fires a fraction of a millisecond early', async () => {
       const clock = new EarlyClock(0.25);
       const limiter = new RateLimiter({ rate: '10/s', burst: 2, clock });
-      const starts = new Starts(clock);
-      for (let i = 0; i < 4; i++) void starts.track(`w${i}`, limiter.wait());
-      await settle(clock);
-      assertStarts(starts.log, [
+      assertStarts(await waitAll(clock, limiter, 4), [
         ['w0', 0],
         ['w1', 0],
         ['w2', 100],
@@ -684,10 +681,7 @@ describe('RateLimiter', () => {
     it('still admits exactly when the timer fires far earlier than the wait', async () => {
       const clock = new ManualClock(0, { early: 40 });
       const limiter = new RateLimiter({ rate: ['10/s', '20/5s'], clock });
-      const starts = new Starts(clock);
-      for (let i = 0; i < 4; i++) void starts.track(`w${i}`, limiter.wait());
-      await settle(clock);
-      assertStarts(starts.log, [
+      assertStarts(await waitAll(clock, limiter, 4), [
         ['w0', 0],
         ['w1', 250],
         ['w2', 500],
