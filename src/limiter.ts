@@ -17,6 +17,7 @@
 import { AsyncResource } from 'node:async_hooks';
 import { EventEmitter } from 'node:events';
 import { makePermit, parseRequest, request, tooHeavy } from './_acquire.ts';
+import { Deadlines, Due } from './_deadlines.ts';
 import { Deque } from './_deque.ts';
 import { systemClock, Timer, type Clock } from './_clock.ts';
 import { Engine, type Waiter } from './_engine.ts';
@@ -156,18 +157,21 @@ export interface AbortTarget {
   abort(reason: unknown): void;
 }
 
-/** One attempt of a task: its context, its timer, and whether it settled or timed out. */
-class Attempt implements TaskContext {
+/**
+ * One attempt of a task: its context, whether it settled or timed out, and (as a `Due`) its place
+ * in the limiter's list of timeouts.
+ */
+class Attempt extends Due implements TaskContext {
   readonly attempt: number;
   readonly task: Task;
   #controller: AbortController | undefined;
   #reason: unknown = undefined;
   #aborted = false;
-  timer: Timer | undefined = undefined;
   settled = false;
   timedOut = false;
 
   constructor(task: Task, attempt: number) {
+    super();
     this.task = task;
     this.attempt = attempt;
   }
@@ -421,6 +425,8 @@ export class Limiter extends EventEmitter<LimiterEvents> implements Gate {
   #nextId = 1;
   #active = 0;
   #zombies = 0;
+  /** The running attempts that have a timeout, by when it comes: one timer for all. */
+  readonly #deadlines: Deadlines<Attempt>;
   #between = 0;
   #completed = 0;
   #failed = 0;
@@ -518,6 +524,9 @@ export class Limiter extends EventEmitter<LimiterEvents> implements Gate {
         ? 'wait'
         : v.oneOf('overflow', options.overflow, ['wait', 'reject', 'drop-oldest'] as const);
     this.#engine = new Engine(concurrency, options.clock ?? systemClock);
+    this.#deadlines = new Deadlines(this.#engine.clock, (attempt) => {
+      this.#onTimeout(attempt.task, attempt);
+    });
     this.#engine.onLeave = () => {
       this.#lineLeft();
     };
@@ -864,12 +873,7 @@ export class Limiter extends EventEmitter<LimiterEvents> implements Gate {
     task.current = attempt;
     this.#active++;
     this.#running.add(task);
-    if (task.timeout !== Infinity) {
-      attempt.timer = new Timer(this.#engine.clock, task.timeout, () => {
-        attempt.timer = undefined;
-        this.#onTimeout(task, attempt);
-      });
-    }
+    if (task.timeout !== Infinity) this.#deadlines.add(attempt, task.timeout);
     if (this.listenerCount('active') > 0) this.emit('active', task.info());
     let result: unknown;
     try {
@@ -903,8 +907,7 @@ export class Limiter extends EventEmitter<LimiterEvents> implements Gate {
   /** An attempt's promise settled: it gives its permits back, and its outcome counts if still current. */
   #settle(task: Task, attempt: Attempt, ok: boolean, outcome: unknown): void {
     attempt.settled = true;
-    attempt.timer?.cancel();
-    attempt.timer = undefined;
+    this.#deadlines.remove(attempt);
     this.#active--;
     if (attempt.timedOut) this.#zombies--;
     if (task.current === attempt) {

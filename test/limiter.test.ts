@@ -604,6 +604,42 @@ describe('Limiter', () => {
       assert.equal(never.value, 'never');
     });
 
+    it('times out each attempt at its own instant when their timeouts differ, whatever order they started in', async () => {
+      const clock = new ManualClock();
+      const limiter = new Limiter({ timeout: 100, clock });
+      const t = new Tasks(clock);
+      const timedOut: [string, number][] = [];
+      const start = (name: string, timeout: number) => {
+        limiter.schedule(t.task(name), { timeout }).catch((error: unknown) => {
+          assert.ok(error instanceof TimeoutError);
+          timedOut.push([name, clock.now()]);
+        });
+      };
+      start('a', 300); // due at t=300
+      await clock.advanceTo(10);
+      start('b', 100); // due at t=110, before a
+      await clock.advanceTo(20);
+      start('c', 200); // due at t=220, between b and a
+      start('d', 90); // due at t=110, with b, after it
+      const instants = [109, 110, 219, 220, 299, 300];
+      const seen: string[][] = [];
+      for (const at of instants) {
+        await clock.advanceTo(at);
+        seen.push(timedOut.map(([name, when]) => `${name}@${when}`));
+      }
+      assert.deepEqual(seen, [
+        [],
+        ['b@110', 'd@110'],
+        ['b@110', 'd@110'],
+        ['b@110', 'd@110', 'c@220'],
+        ['b@110', 'd@110', 'c@220'],
+        ['b@110', 'd@110', 'c@220', 'a@300'],
+      ]);
+      for (const name of ['a', 'b', 'c', 'd']) t.finish(name);
+      await limiter.onIdle();
+      assert.equal(clock.pending, 0);
+    });
+
     it('retries a timed-out attempt in a slot of its own, after the timed-out one settles', async () => {
       const clock = new ManualClock();
       const limiter = new Limiter({
@@ -1439,7 +1475,7 @@ describe('Limiter', () => {
       assert.equal(clock.pending, 0);
     });
 
-    it('runs exactly the timers its waiting work needs: one for the line, one per running timeout, one per backoff', async () => {
+    it('runs exactly the timers its waiting work needs: one for the line, one for all running timeouts, one per backoff', async () => {
       const clock = new ManualClock();
       const limiter = new Limiter({
         rate: '10/s',
@@ -1452,7 +1488,7 @@ describe('Limiter', () => {
       await flush();
       assert.equal(clock.pending, 2, "a's timeout, and the line's rate timer");
       await clock.advanceTo(150);
-      assert.equal(clock.pending, 3, "a's and b's timeouts, and the line's rate timer");
+      assert.equal(clock.pending, 2, "a's and b's timeouts (one timer), and the line's rate timer");
       t.finish('a');
       t.fail('b', new Error('flaky'));
       await flush();
