@@ -31,6 +31,7 @@ import {
 import type { WindowKind } from '../rate.ts';
 import { backoff, retryPolicy, sleep, type RetryOptions, type RetryPolicy } from '../retry.ts';
 import { serverWait, type HeaderGetter, type ServerWait } from './feedback.ts';
+import { Wire } from './_h1.ts';
 
 /** The limits of one origin. */
 export interface OriginLimits {
@@ -214,6 +215,8 @@ class Core {
   constructor(
     readonly limiter: KeyedLimiter,
     readonly agent: Agent,
+    /** Plain-HTTP connections for whole responses (the exchange's `http:` requests). */
+    readonly wire: Wire,
     readonly clock: Clock,
     readonly policy: RetryPolicy,
     readonly methods: ReadonlySet<string>,
@@ -253,6 +256,7 @@ export let startCall: <R>(
 export class HttpClient {
   readonly limiter: KeyedLimiter;
   readonly agent: Agent;
+  readonly #wire = new Wire();
   readonly #core: Core;
   readonly #limitsOf: (origin: string) => OriginLimits;
   #closed: Promise<void> | undefined;
@@ -329,6 +333,7 @@ export class HttpClient {
     this.#core = new Core(
       this.limiter,
       this.agent,
+      this.#wire,
       clock,
       policy,
       new Set((methods ?? IDEMPOTENT).map((m) => m.toUpperCase())),
@@ -364,7 +369,9 @@ export class HttpClient {
       options.deadline === undefined ? Infinity : v.number('deadline', options.deadline, 0, true);
     this.#closed ??= (async () => {
       await this.limiter.close({ deadline });
-      this.#closing.abort(new ClosedError('the HTTP client is closed'));
+      const closed = new ClosedError('the HTTP client is closed');
+      this.#closing.abort(closed);
+      this.#wire.close(deadline !== Infinity, closed);
       await (deadline === Infinity ? this.agent.close() : this.agent.destroy());
     })();
     return this.#closed;
@@ -609,6 +616,11 @@ export class AttemptHandle<R> implements TaskRunner {
 
   get dispatcher(): Agent {
     return this.#core.agent;
+  }
+
+  /** The plain-HTTP connections (see `_h1.ts`). */
+  get wire(): Wire {
+    return this.#core.wire;
   }
 
   /** The attempt's signal: see `Attempt.signal`. */

@@ -22,6 +22,7 @@ import {
   type Transport,
 } from './client.ts';
 import type { HeaderGetter } from './feedback.ts';
+import { prepare, type WireControl, type WireHandler, type WireRequest } from './_h1.ts';
 
 /** A request for {@link createExchange}. */
 export interface ExchangeRequest {
@@ -63,21 +64,32 @@ function first(value: string | string[] | undefined): string | null {
 const RESOLVED = Promise.resolve();
 const NO_HEADERS: Record<string, string | string[] | undefined> = Object.freeze({});
 
-/** One call's request, sent as often as it is attempted. */
+/**
+ * One call's request, sent as often as it is attempted: written by `_h1.ts` for `http:` when it
+ * can be, else dispatched through undici.
+ */
 class ExchangeSend implements Transport<Exchanged> {
   readonly options: Dispatcher.DispatchOptions;
+  readonly url: URL;
+  readonly wire: WireRequest | undefined;
   readonly keepBody: boolean;
   /** Whether the caller gets a plain object (the public function) or the receiver itself. */
   readonly copies: boolean;
   readonly onStatus: ((status: number) => void) | undefined;
 
   constructor(
+    url: URL,
     origin: string,
     path: string,
     method: string,
     request: ExchangeRequest,
     copies: boolean,
   ) {
+    this.url = url;
+    this.wire =
+      url.protocol === 'http:'
+        ? prepare(method, path, url.host, request.headers, request.body ?? null)
+        : undefined;
     this.options = {
       origin,
       path,
@@ -91,15 +103,19 @@ class ExchangeSend implements Transport<Exchanged> {
   }
 
   send(attempt: AttemptHandle<Exchanged>): void {
-    attempt.dispatcher.dispatch(this.options, new Receiver(this, attempt));
+    const receiver = new Receiver(this, attempt);
+    if (this.wire === undefined) attempt.dispatcher.dispatch(this.options, receiver);
+    else attempt.wire.pool(this.options.origin as string, this.url).dispatch(this.wire, receiver);
   }
 }
 
 /**
- * One attempt's response being received: undici's handler, the response as the core sees it
- * once it is whole, and what the attempt's abort is passed to.
+ * One attempt's response being received: undici's handler (or `_h1.ts`'s), the response as the
+ * core sees it once it is whole, and what the attempt's abort is passed to.
  */
-class Receiver implements Dispatcher.DispatchHandler, Sent<Exchanged>, Exchanged, AbortTarget {
+class Receiver
+  implements Dispatcher.DispatchHandler, WireHandler, Sent<Exchanged>, Exchanged, AbortTarget
+{
   status = 0;
   headers = NO_HEADERS;
   bytes = 0;
@@ -107,7 +123,7 @@ class Receiver implements Dispatcher.DispatchHandler, Sent<Exchanged>, Exchanged
   readonly done = undefined;
   readonly header: HeaderGetter = (name) => first(this.headers[name]);
   #chunks: Buffer[] | undefined;
-  #controller: Dispatcher.DispatchController | undefined = undefined;
+  #controller: WireControl | undefined = undefined;
   readonly #send: ExchangeSend;
   readonly #attempt: AttemptHandle<Exchanged>;
 
@@ -130,13 +146,19 @@ class Receiver implements Dispatcher.DispatchHandler, Sent<Exchanged>, Exchanged
     this.#controller?.abort(reason instanceof Error ? reason : new Error(String(reason)));
   }
 
-  onRequestStart(controller: Dispatcher.DispatchController): void {
+  get keepsBody(): boolean {
+    return this.#chunks !== undefined;
+  }
+
+  onRequestStart(controller: WireControl): void {
+    // `_h1.ts` tells again when it resends on a new connection: the abort goes there then.
+    const first = this.#controller === undefined;
     this.#controller = controller;
-    this.#attempt.whenAborted(this);
+    if (first) this.#attempt.whenAborted(this);
   }
 
   onResponseStart(
-    _controller: Dispatcher.DispatchController,
+    _controller: WireControl,
     statusCode: number,
     headers: Record<string, string | string[] | undefined>,
   ): void {
@@ -146,7 +168,7 @@ class Receiver implements Dispatcher.DispatchHandler, Sent<Exchanged>, Exchanged
     this.#send.onStatus?.(statusCode);
   }
 
-  onResponseData(_controller: Dispatcher.DispatchController, chunk: Buffer): void {
+  onResponseData(_controller: WireControl, chunk: Buffer): void {
     this.bytes += chunk.length;
     this.#chunks?.push(chunk);
   }
@@ -157,7 +179,7 @@ class Receiver implements Dispatcher.DispatchHandler, Sent<Exchanged>, Exchanged
     this.#attempt.sent(this);
   }
 
-  onResponseError(_controller: Dispatcher.DispatchController, error: Error): void {
+  onResponseError(_controller: WireControl, error: Error): void {
     this.#attempt.failed(error);
   }
 }
@@ -190,7 +212,7 @@ function start(
     priority: request.priority,
     onReport: request.onReport,
   };
-  const send = new ExchangeSend(origin, url.pathname + url.search, method, request, copies);
+  const send = new ExchangeSend(url, origin, url.pathname + url.search, method, request, copies);
   return startCall(client, url, origin, method, send, call, sink);
 }
 

@@ -1,0 +1,700 @@
+/**
+ * A plain-HTTP/1.1 client for whole responses: what `createExchange()` and `sluice fetch` send
+ * `http:` requests with. One keep-alive connection per request in flight (no pipelining), the
+ * response read straight off the socket into one buffer shared by every connection.
+ *
+ * Why not undici here: a bare loop of undici `dispatch` calls, started cold, reaches about 0.75×
+ * the requests/s of autocannon's CLI on a local server, below what `sluice fetch` must reach, and
+ * most of that gap is undici's own machinery (its request objects, queues and the llhttp wasm
+ * parser, which also takes long to warm up). Writing one prepared request and reading its
+ * response here costs a fraction of that. undici still sends everything else: `https:`, and any
+ * request with headers whose meaning is the connection's (see {@link prepare}).
+ *
+ * Invariants: a connection carries at most one request at a time; a connection is idle (in its
+ * origin's list, its socket unreferenced) only between a response read in full and the next
+ * request; every dispatched request's handler hears exactly one of `onResponseEnd` or
+ * `onResponseError`; bytes from the server when no request is waiting close the connection.
+ *
+ * Framing follows RFC 9112 §6: no body for HEAD, 1xx, 204 and 304; `Transfer-Encoding` whose last
+ * coding is chunked; `Content-Length`; otherwise the body runs to the end of the connection. 1xx
+ * interim responses are skipped. A response that is not HTTP/1.x, a head longer than
+ * `http.maxHeaderSize`, or a bad length fails the request with an `HPE_` error, as Node's own
+ * parser names them, and the connection is closed.
+ */
+import { maxHeaderSize } from 'node:http';
+import { connect, type Socket } from 'node:net';
+
+/** What receives a response. Chunks are only valid during the call unless `keepsBody`. */
+export interface WireHandler {
+  /** Whether chunks are kept after `onResponseData` returns (they are then copies). */
+  readonly keepsBody: boolean;
+  /** The request is on `control`'s connection; called again with another if it is resent. */
+  onRequestStart(control: WireControl): void;
+  onResponseStart(
+    control: WireControl,
+    status: number,
+    headers: Record<string, string | string[] | undefined>,
+  ): void;
+  onResponseData(control: WireControl, chunk: Buffer): void;
+  onResponseEnd(control: WireControl): void;
+  onResponseError(control: WireControl, error: Error): void;
+}
+
+/** What the handler can do to its request. */
+export interface WireControl {
+  /** Fails the request with `reason` (its handler hears it) and closes its connection. */
+  abort(reason: Error): void;
+}
+
+/** A request ready to be written, as often as it is attempted. */
+export interface WireRequest {
+  /** The request line and headers, blank line included. */
+  readonly head: string;
+  readonly body: string | Uint8Array | null;
+  /** A HEAD request: its response has no body. */
+  readonly bodiless: boolean;
+  /** Whether the request may be sent again on a new connection when a reused one was closed. */
+  readonly idempotent: boolean;
+}
+
+/** How long an idle connection is kept when the server does not say (undici's default). */
+const IDLE_MS = 4_000;
+/** Taken off a server's `Keep-Alive: timeout=N`, so that we never write as it closes. */
+const IDLE_MARGIN_MS = 1_000;
+/** undici's default connect timeout. */
+const CONNECT_TIMEOUT_MS = 10_000;
+
+/** Headers about the connection itself, or that undici checks: requests with them go to undici. */
+const CONNECTION_HEADERS = new Set([
+  'connection',
+  'keep-alive',
+  'transfer-encoding',
+  'content-length',
+  'upgrade',
+  'expect',
+  'te',
+  'trailer',
+  'proxy-connection',
+]);
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/** What a header value may not contain (undici's rule): controls other than tab, and > 0xff. */
+const BAD_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
+
+function wireError(message: string, code: string): Error {
+  return Object.assign(new Error(message), { code });
+}
+
+/**
+ * The request to write for `method` `path` on `host` (the Host header's value), or undefined when
+ * undici must send it: a method such as CONNECT, or a header about the connection. Throws a
+ * TypeError for a header that cannot be written (a bad name, or a value with a line break).
+ */
+export function prepare(
+  method: string,
+  path: string,
+  host: string,
+  headers: Record<string, string> | undefined,
+  body: string | Uint8Array | null,
+): WireRequest | undefined {
+  if (!TOKEN.test(method) || method === 'CONNECT') return undefined;
+  if (/[^\x21-\x7e]/.test(path)) return undefined; // a URL's path and query are encoded already
+  let lines = '';
+  let hostLine = `host: ${host}\r\n`;
+  if (headers !== undefined) {
+    for (const name of Object.keys(headers)) {
+      const value: unknown = headers[name];
+      if (typeof value !== 'string') return undefined;
+      const lower = name.toLowerCase();
+      if (CONNECTION_HEADERS.has(lower)) return undefined;
+      if (!TOKEN.test(name)) throw new TypeError(`invalid header name ${JSON.stringify(name)}`);
+      if (BAD_VALUE.test(value))
+        throw new TypeError(`invalid ${lower} header: ${JSON.stringify(value)}`);
+      if (lower === 'host') hostLine = `host: ${value}\r\n`;
+      else lines += `${name}: ${value}\r\n`;
+    }
+  }
+  if (body !== null) {
+    const length = typeof body === 'string' ? Buffer.byteLength(body) : body.byteLength;
+    lines += `content-length: ${length}\r\n`;
+  } else if (method === 'POST' || method === 'PUT' || method === 'PATCH') {
+    lines += 'content-length: 0\r\n';
+  }
+  return {
+    head: `${method} ${path} HTTP/1.1\r\n${hostLine}${lines}\r\n`,
+    body,
+    bodiless: method === 'HEAD',
+    idempotent: IDEMPOTENT.has(method),
+  };
+}
+
+/** Connections to many origins, a pool per origin made when first asked for. */
+export class Wire {
+  readonly #pools = new Map<string, Pool>();
+  #closed = false;
+
+  /** The pool for `url`'s origin (`http:` only). */
+  pool(origin: string, url: URL): Pool {
+    let pool = this.#pools.get(origin);
+    if (pool === undefined) {
+      if (this.#closed) throw wireError('the HTTP client is closed', 'ERR_CLOSED');
+      const hostname = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
+      pool = new Pool(this, origin, hostname, url.port === '' ? 80 : Number(url.port));
+      this.#pools.set(origin, pool);
+    }
+    return pool;
+  }
+
+  /** A pool with no connection left is forgotten. @internal */
+  emptied(pool: Pool): void {
+    if (this.#pools.get(pool.origin) === pool) this.#pools.delete(pool.origin);
+  }
+
+  /** Closes every idle connection, and every busy one too if `force`; no new pool is made. */
+  close(force: boolean, reason: Error): void {
+    this.#closed = true;
+    for (const pool of [...this.#pools.values()]) pool.close(force, reason);
+  }
+}
+
+/** The connections to one origin. */
+export class Pool {
+  readonly wire: Wire;
+  readonly origin: string;
+  readonly host: string;
+  readonly port: number;
+  /** Idle connections, the most recently used last. */
+  readonly idle: Connection[] = [];
+  /** Every open connection. */
+  readonly open = new Set<Connection>();
+  #sweep: NodeJS.Timeout | undefined = undefined;
+
+  constructor(wire: Wire, origin: string, host: string, port: number) {
+    this.wire = wire;
+    this.origin = origin;
+    this.host = host;
+    this.port = port;
+  }
+
+  /** Writes `request` on an idle connection or a new one; `handler` hears what comes back. */
+  dispatch(request: WireRequest, handler: WireHandler): void {
+    const now = Date.now();
+    let connection: Connection | undefined;
+    while ((connection = this.idle.pop()) !== undefined) {
+      if (connection.expires > now) break;
+      connection.destroy(); // the server may be closing it as we write
+    }
+    connection ??= new Connection(this);
+    connection.send(request, handler);
+  }
+
+  /** `connection` finished a response and can carry another. */
+  release(connection: Connection, expires: number): void {
+    connection.expires = expires;
+    this.idle.push(connection);
+    this.#sweep ??= setTimeout(this.#clean, IDLE_MS).unref();
+  }
+
+  /** `connection` closed. */
+  closed(connection: Connection): void {
+    this.open.delete(connection);
+    const at = this.idle.indexOf(connection);
+    if (at !== -1) this.idle.splice(at, 1);
+    if (this.open.size === 0) {
+      if (this.#sweep !== undefined) clearTimeout(this.#sweep);
+      this.#sweep = undefined;
+      this.wire.emptied(this);
+    }
+  }
+
+  close(force: boolean, reason: Error): void {
+    for (const connection of [...this.open]) {
+      if (force || connection.handler === undefined) connection.fail(reason);
+    }
+  }
+
+  /** Closes the connections idle past their time; checks again while some are idle. */
+  readonly #clean = (): void => {
+    this.#sweep = undefined;
+    const now = Date.now();
+    for (const connection of this.idle.filter((c) => c.expires <= now)) connection.destroy();
+    if (this.idle.length > 0) this.#sweep = setTimeout(this.#clean, IDLE_MS).unref();
+  };
+}
+
+/** Where in a response a connection's reader is. */
+const enum Phase {
+  /** Reading a status line and headers. */
+  Head,
+  /** `remaining` bytes of body to come. */
+  Length,
+  /** A chunk's size line. */
+  ChunkSize,
+  /** `remaining` bytes of the current chunk. */
+  ChunkData,
+  /** The CRLF after a chunk's data. */
+  ChunkEnd,
+  /** Trailer lines, up to an empty one. */
+  Trailers,
+  /** The body runs to the end of the connection. */
+  UntilClose,
+  /** The response is whole (the connection may be reused if `#reusable`). */
+  Done,
+}
+
+/**
+ * One buffer that every socket reads into: a read is handled before the next one starts, and a
+ * handler that keeps a chunk gets a copy.
+ */
+const READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
+
+class Connection implements WireControl {
+  readonly pool: Pool;
+  readonly socket: Socket;
+  handler: WireHandler | undefined = undefined;
+  request: WireRequest | undefined = undefined;
+  /** When an idle connection must not be used any more (ms since the epoch). */
+  expires = 0;
+  /** Whether a request was carried before the current one. */
+  #reused = false;
+  /** Whether any byte of the current response came. */
+  #heard = false;
+  #phase = Phase.Head;
+  #remaining = 0;
+  /** Bytes of a head, a chunk-size line or trailers not yet whole. */
+  #pending: Buffer | undefined = undefined;
+  #keepAlive = true;
+  #keepAliveMs = IDLE_MS;
+  #reusable = false;
+
+  constructor(pool: Pool) {
+    this.pool = pool;
+    this.socket = connect({
+      host: pool.host,
+      port: pool.port,
+      noDelay: true,
+      onread: { buffer: READ_BUFFER, callback: this.#read },
+    });
+    this.socket.setTimeout(CONNECT_TIMEOUT_MS);
+    this.socket.once('connect', this.#onConnect);
+    this.socket.once('timeout', this.#onTimeout);
+    this.socket.on('end', this.#onEnd);
+    this.socket.on('error', this.#onError);
+    this.socket.once('close', this.#onClose);
+    pool.open.add(this);
+  }
+
+  /** Writes `request`; `handler` is told of this connection first (again, when it is a resend). */
+  send(request: WireRequest, handler: WireHandler): void {
+    this.handler = handler;
+    this.request = request;
+    this.#heard = false;
+    this.#phase = Phase.Head;
+    handler.onRequestStart(this);
+    if (this.handler !== handler) return; // aborted at once
+    if (this.#reused) this.socket.ref();
+    const body = request.body;
+    if (body === null) {
+      this.socket.write(request.head, 'latin1');
+    } else {
+      this.socket.cork();
+      this.socket.write(request.head, 'latin1');
+      this.socket.write(body);
+      this.socket.uncork();
+    }
+  }
+
+  abort(reason: Error): void {
+    if (this.handler === undefined) return;
+    this.fail(reason);
+  }
+
+  /** Closes the connection; its request, if any, fails with `error`. */
+  fail(error: Error): void {
+    const handler = this.handler;
+    this.handler = undefined;
+    this.request = undefined;
+    this.destroy();
+    handler?.onResponseError(this, error);
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+    this.pool.closed(this);
+  }
+
+  readonly #onConnect = (): void => {
+    this.socket.setTimeout(0);
+  };
+
+  readonly #onTimeout = (): void => {
+    this.fail(wireError(`connect timeout after ${CONNECT_TIMEOUT_MS} ms`, 'ETIMEDOUT'));
+  };
+
+  readonly #onEnd = (): void => {
+    if (this.handler === undefined) {
+      this.destroy();
+    } else if (this.#phase === Phase.UntilClose) {
+      this.#finish(false); // the body ran to the end of the connection, as it said it would
+    } else {
+      this.#lost(wireError('other side closed', 'ECONNRESET'));
+    }
+  };
+
+  readonly #onError = (error: Error): void => {
+    if (this.handler === undefined) this.destroy();
+    else this.#lost(error);
+  };
+
+  readonly #onClose = (): void => {
+    if (this.handler === undefined) this.pool.closed(this);
+    else this.#lost(wireError('other side closed', 'ECONNRESET'));
+  };
+
+  /**
+   * The connection broke while a request was on it. On a reused connection that had not answered
+   * at all, the server most likely closed it as the request went out: an idempotent request is
+   * written again on a new one, once.
+   */
+  #lost(error: Error): void {
+    const handler = this.handler;
+    const request = this.request;
+    if (
+      handler !== undefined &&
+      request !== undefined &&
+      this.#reused &&
+      !this.#heard &&
+      request.idempotent
+    ) {
+      this.handler = undefined;
+      this.request = undefined;
+      this.destroy();
+      new Connection(this.pool).send(request, handler);
+      return;
+    }
+    this.fail(error);
+  }
+
+  /** `onread`'s callback: `length` bytes came into READ_BUFFER. Returns true: read on. */
+  readonly #read = (length: number): boolean => {
+    if (this.handler === undefined) {
+      this.fail(wireError('the server sent bytes with no request waiting', 'HPE_INVALID_CONSTANT'));
+      return true;
+    }
+    this.#heard = true;
+    try {
+      this.#parse(READ_BUFFER, 0, length);
+    } catch (error) {
+      this.fail(error as Error);
+    }
+    return true;
+  };
+
+  /**
+   * Reads `buffer[at, end)`; throws a protocol error. A response that ends before `end` is still
+   * delivered, but bytes after it were not asked for: its connection is closed, not reused.
+   */
+  #parse(buffer: Buffer, at: number, end: number): void {
+    const handler = this.handler as WireHandler;
+    while (at < end && this.#phase !== Phase.Done) {
+      switch (this.#phase) {
+        case Phase.Head:
+          at = this.#head(buffer, at, end, handler);
+          break;
+        case Phase.Length: {
+          const n = Math.min(this.#remaining, end - at);
+          this.#data(handler, buffer, at, at + n);
+          at += n;
+          this.#remaining -= n;
+          if (this.#remaining === 0) this.#done(this.#keepAlive);
+          break;
+        }
+        case Phase.UntilClose:
+          this.#data(handler, buffer, at, end);
+          at = end;
+          break;
+        case Phase.ChunkSize:
+          at = this.#chunkSize(buffer, at, end);
+          break;
+        case Phase.ChunkData: {
+          const n = Math.min(this.#remaining, end - at);
+          this.#data(handler, buffer, at, at + n);
+          at += n;
+          this.#remaining -= n;
+          if (this.#remaining === 0) {
+            this.#phase = Phase.ChunkEnd;
+            this.#remaining = 2;
+          }
+          break;
+        }
+        case Phase.ChunkEnd:
+          // The CRLF that ends a chunk's data (a bare LF is taken too).
+          if (buffer[at] === 0x0d && this.#remaining === 2) {
+            this.#remaining = 1;
+            at++;
+          } else if (buffer[at] === 0x0a) {
+            this.#phase = Phase.ChunkSize;
+            at++;
+          } else {
+            throw wireError('a chunk is longer than its size says', 'HPE_INVALID_CHUNK_SIZE');
+          }
+          break;
+        case Phase.Trailers:
+          at = this.#trailers(buffer, at, end);
+          break;
+      }
+      if (this.handler !== handler) return; // aborted while it was told something
+    }
+    if (this.#phase === Phase.Done) this.#finish(this.#reusable && at === end);
+  }
+
+  /** The response is whole; it is delivered once the read that ended it has been looked at. */
+  #done(reusable: boolean): void {
+    this.#phase = Phase.Done;
+    this.#reusable = reusable;
+  }
+
+  #data(handler: WireHandler, buffer: Buffer, from: number, to: number): void {
+    if (to === from) return;
+    const chunk = buffer.subarray(from, to);
+    handler.onResponseData(this, handler.keepsBody ? Buffer.from(chunk) : chunk);
+  }
+
+  /** Joins what was pending with `buffer[at, end)`, so that a line or head split across reads is whole. */
+  #join(buffer: Buffer, at: number, end: number): Buffer {
+    const pending = this.#pending;
+    return pending === undefined
+      ? buffer.subarray(at, end)
+      : Buffer.concat([pending, buffer.subarray(at, end)]);
+  }
+
+  /** Keeps the unread part of a line or head for the next read, up to `limit` bytes. */
+  #keep(bytes: Buffer, limit: number, what: string, code: string): void {
+    if (bytes.length > limit) throw wireError(`${what} is longer than ${limit} bytes`, code);
+    this.#pending = Buffer.from(bytes);
+  }
+
+  /** Reads a status line and headers; returns where the body starts in `buffer`. */
+  #head(buffer: Buffer, at: number, end: number, handler: WireHandler): number {
+    const bytes = this.#join(buffer, at, end);
+    const consumedBefore = this.#pending === undefined ? 0 : this.#pending.length;
+    const stop = headEnd(bytes);
+    if (stop === -1) {
+      this.#keep(bytes, maxHeaderSize, 'the response head', 'HPE_HEADER_OVERFLOW');
+      return end;
+    }
+    if (stop.at > maxHeaderSize)
+      throw wireError(
+        `the response head is longer than ${maxHeaderSize} bytes`,
+        'HPE_HEADER_OVERFLOW',
+      );
+    this.#pending = undefined;
+    const next = at + stop.next - consumedBefore;
+    const head = bytes.toString('latin1', 0, stop.at);
+    this.#respond(head, handler);
+    return next;
+  }
+
+  /** Takes in one response head: interim ones are skipped, a final one starts its body. */
+  #respond(head: string, handler: WireHandler): void {
+    const lineEnd = head.indexOf('\n');
+    const statusLine = lineEnd === -1 ? head : head.slice(0, lineEnd);
+    const match = STATUS_LINE.exec(statusLine);
+    if (match === null)
+      throw wireError(
+        `not an HTTP/1 status line: ${JSON.stringify(statusLine.slice(0, 80))}`,
+        'HPE_INVALID_CONSTANT',
+      );
+    const status = Number(match[2]);
+    const headers: Record<string, string | string[] | undefined> = Object.create(null) as Record<
+      string,
+      string | string[] | undefined
+    >;
+    let last = '';
+    let from = lineEnd + 1;
+    while (lineEnd !== -1 && from < head.length) {
+      let to = head.indexOf('\n', from);
+      if (to === -1) to = head.length;
+      const line =
+        head.charCodeAt(to - 1) === 0x0d ? head.slice(from, to - 1) : head.slice(from, to);
+      from = to + 1;
+      if (line === '') continue;
+      const first = line.charCodeAt(0);
+      if ((first === 0x20 || first === 0x09) && last !== '') {
+        // obs-fold: the line continues the previous header's value (RFC 9112 §5.2).
+        const value = headers[last];
+        const more = line.trim();
+        if (Array.isArray(value)) value[value.length - 1] = `${value.at(-1) ?? ''} ${more}`;
+        else headers[last] = `${value ?? ''} ${more}`;
+        continue;
+      }
+      const colon = line.indexOf(':');
+      const name = colon > 0 ? line.slice(0, colon) : '';
+      if (!TOKEN.test(name))
+        throw wireError(
+          `a bad header line: ${JSON.stringify(line.slice(0, 80))}`,
+          'HPE_INVALID_HEADER_TOKEN',
+        );
+      const key = name.toLowerCase();
+      const value = line.slice(colon + 1).trim();
+      const before = headers[key];
+      if (before === undefined) headers[key] = value;
+      else if (Array.isArray(before)) before.push(value);
+      else headers[key] = [before, value];
+      last = key;
+    }
+    if (status < 200) {
+      if (status === 101)
+        throw wireError(
+          'the server switched protocols, which was not asked for',
+          'HPE_INVALID_CONSTANT',
+        );
+      return; // 100 Continue, 103 Early Hints: the final response follows
+    }
+    const version = match[1];
+    const connection = joined(headers.connection)?.toLowerCase() ?? '';
+    this.#keepAlive =
+      version === '1'
+        ? !/(?:^|,)\s*close\s*(?:,|$)/.test(connection)
+        : /(?:^|,)\s*keep-alive\s*(?:,|$)/.test(connection);
+    this.#keepAliveMs = keepAliveMs(joined(headers['keep-alive']));
+    const request = this.request as WireRequest;
+    const transfer = joined(headers['transfer-encoding']);
+    const length = headers['content-length'];
+    handler.onResponseStart(this, status, headers);
+    if (this.handler !== handler) return; // aborted by the handler
+    if (request.bodiless || status === 204 || status === 304) {
+      this.#done(this.#keepAlive);
+    } else if (transfer !== undefined) {
+      if (length !== undefined)
+        throw wireError(
+          'both Transfer-Encoding and Content-Length',
+          'HPE_UNEXPECTED_CONTENT_LENGTH',
+        );
+      if (/(?:^|,)\s*chunked\s*$/i.test(transfer)) {
+        this.#phase = Phase.ChunkSize;
+      } else {
+        this.#phase = Phase.UntilClose;
+        this.#keepAlive = false;
+      }
+    } else if (length !== undefined) {
+      this.#remaining = contentLength(length);
+      if (this.#remaining === 0) this.#done(this.#keepAlive);
+      else this.#phase = Phase.Length;
+    } else {
+      this.#phase = Phase.UntilClose;
+      this.#keepAlive = false;
+    }
+  }
+
+  /** Reads a chunk's size line; returns where its data starts. */
+  #chunkSize(buffer: Buffer, at: number, end: number): number {
+    const bytes = this.#join(buffer, at, end);
+    const consumedBefore = this.#pending === undefined ? 0 : this.#pending.length;
+    const lf = bytes.indexOf(0x0a);
+    if (lf === -1) {
+      this.#keep(bytes, 1024, 'a chunk-size line', 'HPE_INVALID_CHUNK_SIZE');
+      return end;
+    }
+    this.#pending = undefined;
+    const line = bytes.toString('latin1', 0, lf);
+    const match = CHUNK_SIZE.exec(line);
+    if (match === null)
+      throw wireError(
+        `a bad chunk size: ${JSON.stringify(line.slice(0, 40))}`,
+        'HPE_INVALID_CHUNK_SIZE',
+      );
+    const size = Number.parseInt(match[1] as string, 16);
+    if (!Number.isSafeInteger(size))
+      throw wireError(`a chunk too large: ${line.slice(0, 40)}`, 'HPE_INVALID_CHUNK_SIZE');
+    if (size === 0) {
+      this.#phase = Phase.Trailers;
+    } else {
+      this.#phase = Phase.ChunkData;
+      this.#remaining = size;
+    }
+    return at + lf + 1 - consumedBefore;
+  }
+
+  /** Reads trailer lines up to an empty one, which ends the response. */
+  #trailers(buffer: Buffer, at: number, end: number): number {
+    const bytes = this.#join(buffer, at, end);
+    const consumedBefore = this.#pending === undefined ? 0 : this.#pending.length;
+    // An empty line right away, or the end of trailer lines.
+    let next = -1;
+    if (bytes[0] === 0x0a) next = 1;
+    else if (bytes[0] === 0x0d && bytes.length > 1 && bytes[1] === 0x0a) next = 2;
+    else {
+      const stop = headEnd(bytes);
+      if (stop !== -1) next = stop.next;
+    }
+    if (next === -1) {
+      // "\r" alone may yet become an empty line.
+      this.#keep(bytes, maxHeaderSize, 'the trailers', 'HPE_HEADER_OVERFLOW');
+      return end;
+    }
+    this.#pending = undefined;
+    this.#done(this.#keepAlive);
+    return at + next - consumedBefore;
+  }
+
+  /** The response is whole: the connection goes back to its pool (or closes), then the handler hears. */
+  #finish(reusable: boolean): void {
+    const handler = this.handler as WireHandler;
+    this.handler = undefined;
+    this.request = undefined;
+    this.#phase = Phase.Head;
+    this.#pending = undefined;
+    if (reusable && !this.socket.destroyed) {
+      this.#reused = true;
+      this.socket.unref();
+      this.pool.release(this, Date.now() + this.#keepAliveMs);
+    } else {
+      this.destroy();
+    }
+    handler.onResponseEnd(this);
+  }
+}
+
+const STATUS_LINE = /^HTTP\/1\.([01]) (\d{3})(?: .*)?\r?$/;
+const CHUNK_SIZE = /^([0-9A-Fa-f]+)[\t ]*(?:;.*)?\r?$/;
+
+/** Where a head ends in `bytes` (its blank line), and where what follows it starts; or -1. */
+function headEnd(bytes: Buffer): { at: number; next: number } | -1 {
+  const crlf = bytes.indexOf('\n\r\n', 0, 'latin1');
+  const lf = bytes.indexOf('\n\n', 0, 'latin1');
+  if (crlf === -1 && lf === -1) return -1;
+  if (lf === -1 || (crlf !== -1 && crlf < lf)) return { at: crlf + 1, next: crlf + 3 };
+  return { at: lf + 1, next: lf + 2 };
+}
+
+function joined(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value.join(', ') : value;
+}
+
+/** A Content-Length's value: one number, or the same number listed more than once. */
+function contentLength(value: string | string[]): number {
+  const values = (Array.isArray(value) ? value.join(',') : value).split(',');
+  const first = (values[0] as string).trim();
+  for (const other of values) {
+    if (other.trim() !== first)
+      throw wireError(
+        `a bad Content-Length: ${JSON.stringify(joined(value))}`,
+        'HPE_INVALID_CONTENT_LENGTH',
+      );
+  }
+  if (!/^\d{1,15}$/.test(first))
+    throw wireError(
+      `a bad Content-Length: ${JSON.stringify(joined(value))}`,
+      'HPE_INVALID_CONTENT_LENGTH',
+    );
+  return Number(first);
+}
+
+/** How long to keep a connection idle, from the server's `Keep-Alive: timeout=N`. */
+function keepAliveMs(value: string | undefined): number {
+  if (value === undefined) return IDLE_MS;
+  const match = /(?:^|[,\s])timeout=(\d+)/i.exec(value);
+  if (match === null) return IDLE_MS;
+  return Math.min(IDLE_MS, Number(match[1]) * 1000 - IDLE_MARGIN_MS);
+}
