@@ -27,6 +27,7 @@ import {
   type LimitedRequestFunction,
   type RequestReport,
 } from '../src/http/index.ts';
+import { Stalled, within } from './_helpers/within.ts';
 
 interface Arrival {
   path: string;
@@ -74,24 +75,6 @@ function sequence(...steps: Step[]): Handler {
     else if (typeof step === 'number') reply(res, step, {}, `attempt ${n}`);
     else reply(res, step.status, step.headers, `attempt ${n}`);
   };
-}
-
-/** What {@link within} rejects with. */
-class Stalled extends Error {}
-
-/** Rejects with `Stalled` if `promise` has not settled within `ms`, rather than letting a test hang. */
-async function within<T>(ms: number, promise: Promise<T>, what: string): Promise<T> {
-  const timer = new AbortController();
-  try {
-    return await Promise.race([
-      promise,
-      delay(ms, undefined, { signal: timer.signal }).then(() => {
-        throw new Stalled(`${what} did not happen within ${ms}ms`);
-      }),
-    ]);
-  } finally {
-    timer.abort();
-  }
 }
 
 /** Waits until `condition()` holds (checked every few ms), for at most 2 s. */

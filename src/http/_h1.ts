@@ -42,7 +42,10 @@ export interface WireHandler {
 
 /** What the handler can do to its request. */
 export interface WireControl {
-  /** Fails the request with `reason` (its handler hears it) and closes its connection. */
+  /**
+   * Fails the request with `reason` (its handler hears it) and closes its connection; nothing
+   * once the request has ended.
+   */
   abort(reason: Error): void;
 }
 
@@ -133,11 +136,16 @@ export class Wire {
   readonly #pools = new Map<string, Pool>();
   #closed = false;
 
+  /** Whether `close()` was called: a connection that finishes its response then closes. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
   /** The pool for `url`'s origin (`http:` only). */
   pool(origin: string, url: URL): Pool {
+    if (this.#closed) throw wireError('the HTTP client is closed', 'ERR_CLOSED');
     let pool = this.#pools.get(origin);
     if (pool === undefined) {
-      if (this.#closed) throw wireError('the HTTP client is closed', 'ERR_CLOSED');
       const hostname = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
       pool = new Pool(this, origin, hostname, url.port === '' ? 80 : Number(url.port));
       this.#pools.set(origin, pool);
@@ -242,16 +250,41 @@ const enum Phase {
   Done,
 }
 
+/** One request on one connection: the control its handler is given, stale once it has ended. */
+class Ticket implements WireControl {
+  readonly connection: Connection;
+
+  constructor(connection: Connection) {
+    this.connection = connection;
+  }
+
+  abort(reason: Error): void {
+    if (this.connection.ticket === this) this.connection.fail(reason);
+  }
+}
+
+/**
+ * A response head's own object type: no prototype properties, so that a header named
+ * `constructor` or `__proto__` is a key like any other, yet a fast object whose shape repeats
+ * from one response to the next (which `Object.create(null)`'s are not).
+ */
+const HeaderBag = function HeaderBag() {
+  // nothing: the headers are set on the instance
+} as unknown as new () => Record<string, string | string[] | undefined>;
+HeaderBag.prototype = Object.create(null) as object;
+
 /**
  * One buffer that every socket reads into: a read is handled before the next one starts, and a
  * handler that keeps a chunk gets a copy.
  */
 const READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
 
-class Connection implements WireControl {
+class Connection {
   readonly pool: Pool;
   readonly socket: Socket;
   handler: WireHandler | undefined = undefined;
+  /** The current request's control (undefined when idle). */
+  ticket: Ticket | undefined = undefined;
   request: WireRequest | undefined = undefined;
   /** When an idle connection must not be used any more (ms since the epoch). */
   expires = 0;
@@ -286,12 +319,14 @@ class Connection implements WireControl {
 
   /** Writes `request`; `handler` is told of this connection first (again, when it is a resend). */
   send(request: WireRequest, handler: WireHandler): void {
+    const ticket = new Ticket(this);
     this.handler = handler;
     this.request = request;
+    this.ticket = ticket;
     this.#heard = false;
     this.#phase = Phase.Head;
-    handler.onRequestStart(this);
-    if (this.handler !== handler) return; // aborted at once
+    handler.onRequestStart(ticket);
+    if (this.ticket !== ticket) return; // aborted at once
     if (this.#reused) this.socket.ref();
     const body = request.body;
     if (body === null) {
@@ -304,18 +339,15 @@ class Connection implements WireControl {
     }
   }
 
-  abort(reason: Error): void {
-    if (this.handler === undefined) return;
-    this.fail(reason);
-  }
-
   /** Closes the connection; its request, if any, fails with `error`. */
   fail(error: Error): void {
     const handler = this.handler;
+    const ticket = this.ticket;
     this.handler = undefined;
     this.request = undefined;
+    this.ticket = undefined;
     this.destroy();
-    handler?.onResponseError(this, error);
+    if (handler !== undefined) handler.onResponseError(ticket as Ticket, error);
   }
 
   destroy(): void {
@@ -368,6 +400,7 @@ class Connection implements WireControl {
     ) {
       this.handler = undefined;
       this.request = undefined;
+      this.ticket = undefined;
       this.destroy();
       new Connection(this.pool).send(request, handler);
       return;
@@ -457,7 +490,7 @@ class Connection implements WireControl {
   #data(handler: WireHandler, buffer: Buffer, from: number, to: number): void {
     if (to === from) return;
     const chunk = buffer.subarray(from, to);
-    handler.onResponseData(this, handler.keepsBody ? Buffer.from(chunk) : chunk);
+    handler.onResponseData(this.ticket as Ticket, handler.keepsBody ? Buffer.from(chunk) : chunk);
   }
 
   /** Joins what was pending with `buffer[at, end)`, so that a line or head split across reads is whole. */
@@ -495,48 +528,43 @@ class Connection implements WireControl {
     return next;
   }
 
-  /** Takes in one response head: interim ones are skipped, a final one starts its body. */
+  /**
+   * Takes in one response head: interim ones are skipped, a final one starts its body. Its
+   * framing is checked before the handler hears of it.
+   */
   #respond(head: string, handler: WireHandler): void {
-    const lineEnd = head.indexOf('\n');
-    const statusLine = lineEnd === -1 ? head : head.slice(0, lineEnd);
-    const match = STATUS_LINE.exec(statusLine);
-    if (match === null)
-      throw wireError(
-        `not an HTTP/1 status line: ${JSON.stringify(statusLine.slice(0, 80))}`,
-        'HPE_INVALID_CONSTANT',
-      );
-    const status = Number(match[2]);
-    const headers: Record<string, string | string[] | undefined> = Object.create(null) as Record<
-      string,
-      string | string[] | undefined
-    >;
+    let lineEnd = head.indexOf('\n');
+    if (lineEnd === -1) lineEnd = head.length;
+    const status = statusOf(head, lineEnd);
+    if (BARE_CR_OR_NUL.test(head))
+      throw wireError('a response head holds a bare CR or a NUL', 'HPE_INVALID_HEADER_TOKEN');
+    const headers = new HeaderBag();
     let last = '';
     let from = lineEnd + 1;
-    while (lineEnd !== -1 && from < head.length) {
+    while (from < head.length) {
       let to = head.indexOf('\n', from);
       if (to === -1) to = head.length;
-      const line =
-        head.charCodeAt(to - 1) === 0x0d ? head.slice(from, to - 1) : head.slice(from, to);
+      const stop = head.charCodeAt(to - 1) === 0x0d ? to - 1 : to;
+      const at = from;
       from = to + 1;
-      if (line === '') continue;
-      const first = line.charCodeAt(0);
+      if (stop === at) continue;
+      const first = head.charCodeAt(at);
       if ((first === 0x20 || first === 0x09) && last !== '') {
         // obs-fold: the line continues the previous header's value (RFC 9112 §5.2).
         const value = headers[last];
-        const more = line.trim();
+        const more = trimmed(head, at, stop);
         if (Array.isArray(value)) value[value.length - 1] = `${value.at(-1) ?? ''} ${more}`;
         else headers[last] = `${value ?? ''} ${more}`;
         continue;
       }
-      const colon = line.indexOf(':');
-      const name = colon > 0 ? line.slice(0, colon) : '';
-      if (!TOKEN.test(name))
+      const colon = head.indexOf(':', at);
+      if (colon <= at || colon >= stop || !TOKEN.test(head.slice(at, colon)))
         throw wireError(
-          `a bad header line: ${JSON.stringify(line.slice(0, 80))}`,
+          `a bad header line: ${JSON.stringify(head.slice(at, Math.min(stop, at + 80)))}`,
           'HPE_INVALID_HEADER_TOKEN',
         );
-      const key = name.toLowerCase();
-      const value = line.slice(colon + 1).trim();
+      const key = head.slice(at, colon).toLowerCase();
+      const value = trimmed(head, colon + 1, stop);
       const before = headers[key];
       if (before === undefined) headers[key] = value;
       else if (Array.isArray(before)) before.push(value);
@@ -551,40 +579,43 @@ class Connection implements WireControl {
         );
       return; // 100 Continue, 103 Early Hints: the final response follows
     }
-    const version = match[1];
-    const connection = joined(headers.connection)?.toLowerCase() ?? '';
+    // HTTP/1.1 keeps the connection unless told to close; HTTP/1.0 closes unless told to keep it.
+    const connection = headers.connection;
     this.#keepAlive =
-      version === '1'
-        ? !/(?:^|,)\s*close\s*(?:,|$)/.test(connection)
-        : /(?:^|,)\s*keep-alive\s*(?:,|$)/.test(connection);
-    this.#keepAliveMs = keepAliveMs(joined(headers['keep-alive']));
+      head.charCodeAt(7) === 0x31
+        ? connection === undefined || !hasToken(connection, 'close')
+        : connection !== undefined && hasToken(connection, 'keep-alive');
+    const keepAlive = headers['keep-alive'];
+    this.#keepAliveMs = keepAlive === undefined ? IDLE_MS : keepAliveMs(joined(keepAlive) ?? '');
     const request = this.request as WireRequest;
-    const transfer = joined(headers['transfer-encoding']);
+    const transfer = headers['transfer-encoding'];
     const length = headers['content-length'];
-    handler.onResponseStart(this, status, headers);
-    if (this.handler !== handler) return; // aborted by the handler
+    let phase: Phase;
+    let remaining = 0;
     if (request.bodiless || status === 204 || status === 304) {
-      this.#done(this.#keepAlive);
+      phase = Phase.Done;
     } else if (transfer !== undefined) {
       if (length !== undefined)
         throw wireError(
           'both Transfer-Encoding and Content-Length',
           'HPE_UNEXPECTED_CONTENT_LENGTH',
         );
-      if (/(?:^|,)\s*chunked\s*$/i.test(transfer)) {
-        this.#phase = Phase.ChunkSize;
-      } else {
-        this.#phase = Phase.UntilClose;
-        this.#keepAlive = false;
-      }
+      phase = /(?:^|,)\s*chunked\s*$/i.test(joined(transfer) ?? '')
+        ? Phase.ChunkSize
+        : Phase.UntilClose;
     } else if (length !== undefined) {
-      this.#remaining = contentLength(length);
-      if (this.#remaining === 0) this.#done(this.#keepAlive);
-      else this.#phase = Phase.Length;
+      remaining = contentLength(length);
+      phase = remaining === 0 ? Phase.Done : Phase.Length;
     } else {
-      this.#phase = Phase.UntilClose;
-      this.#keepAlive = false;
+      phase = Phase.UntilClose;
     }
+    if (phase === Phase.UntilClose) this.#keepAlive = false;
+    const ticket = this.ticket as Ticket;
+    handler.onResponseStart(ticket, status, headers);
+    if (this.ticket !== ticket) return; // aborted by the handler
+    this.#remaining = remaining;
+    if (phase === Phase.Done) this.#done(this.#keepAlive);
+    else this.#phase = phase;
   }
 
   /** Reads a chunk's size line; returns where its data starts. */
@@ -641,22 +672,66 @@ class Connection implements WireControl {
   /** The response is whole: the connection goes back to its pool (or closes), then the handler hears. */
   #finish(reusable: boolean): void {
     const handler = this.handler as WireHandler;
+    const ticket = this.ticket as Ticket;
     this.handler = undefined;
     this.request = undefined;
+    this.ticket = undefined;
     this.#phase = Phase.Head;
     this.#pending = undefined;
-    if (reusable && !this.socket.destroyed) {
+    if (reusable && !this.socket.destroyed && !this.pool.wire.closed) {
       this.#reused = true;
       this.socket.unref();
       this.pool.release(this, Date.now() + this.#keepAliveMs);
     } else {
       this.destroy();
     }
-    handler.onResponseEnd(this);
+    handler.onResponseEnd(ticket);
   }
 }
 
-const STATUS_LINE = /^HTTP\/1\.([01]) (\d{3})(?: .*)?\r?$/;
+/**
+ * The status of a status line (`head[0, end)`): "HTTP/1.1 200 OK", "HTTP/1.0 404", reason
+ * phrase optional.
+ */
+function statusOf(head: string, end: number): number {
+  const lineEnd = head.charCodeAt(end - 1) === 0x0d ? end - 1 : end;
+  const d0 = head.charCodeAt(9) - 48;
+  const d1 = head.charCodeAt(10) - 48;
+  const d2 = head.charCodeAt(11) - 48;
+  const version = head.charCodeAt(7);
+  if (
+    !head.startsWith('HTTP/1.') ||
+    (version !== 0x30 && version !== 0x31) ||
+    head.charCodeAt(8) !== 0x20 ||
+    !(d0 >= 1 && d0 <= 9 && d1 >= 0 && d1 <= 9 && d2 >= 0 && d2 <= 9) ||
+    (lineEnd > 12 && head.charCodeAt(12) !== 0x20) ||
+    lineEnd < 12
+  ) {
+    throw wireError(
+      `not an HTTP/1 status line: ${JSON.stringify(head.slice(0, Math.min(lineEnd, 80)))}`,
+      'HPE_INVALID_CONSTANT',
+    );
+  }
+  return d0 * 100 + d1 * 10 + d2;
+}
+
+/** A bare CR (not before an LF) or a NUL: what no response head may hold. */
+const BARE_CR_OR_NUL = /\r(?!\n)|\0/;
+
+/** `text[from, to)` without the spaces and tabs around it (not String#trim's other spaces). */
+function trimmed(text: string, from: number, to: number): string {
+  while (from < to && (text.charCodeAt(from) === 0x20 || text.charCodeAt(from) === 0x09)) from++;
+  while (to > from && (text.charCodeAt(to - 1) === 0x20 || text.charCodeAt(to - 1) === 0x09)) to--;
+  return text.slice(from, to);
+}
+
+/** Whether a comma-separated header value lists `token` (in any case). */
+function hasToken(value: string | string[], token: string): boolean {
+  const text = (joined(value) ?? '').toLowerCase();
+  if (text === token) return true;
+  for (const part of text.split(',')) if (part.trim() === token) return true;
+  return false;
+}
 const CHUNK_SIZE = /^([0-9A-Fa-f]+)[\t ]*(?:;.*)?\r?$/;
 
 /** Where a head ends in `bytes` (its blank line), and where what follows it starts; or -1. */
@@ -674,6 +749,7 @@ function joined(value: string | string[] | undefined): string | undefined {
 
 /** A Content-Length's value: one number, or the same number listed more than once. */
 function contentLength(value: string | string[]): number {
+  if (typeof value === 'string' && value.length < 16 && /^\d+$/.test(value)) return Number(value);
   const values = (Array.isArray(value) ? value.join(',') : value).split(',');
   const first = (values[0] as string).trim();
   for (const other of values) {
@@ -692,8 +768,7 @@ function contentLength(value: string | string[]): number {
 }
 
 /** How long to keep a connection idle, from the server's `Keep-Alive: timeout=N`. */
-function keepAliveMs(value: string | undefined): number {
-  if (value === undefined) return IDLE_MS;
+function keepAliveMs(value: string): number {
   const match = /(?:^|[,\s])timeout=(\d+)/i.exec(value);
   if (match === null) return IDLE_MS;
   return Math.min(IDLE_MS, Number(match[1]) * 1000 - IDLE_MARGIN_MS);
