@@ -87,6 +87,22 @@ describe('sluice fetch: records', () => {
     }
   });
 
+  it('gives a line whose headers cannot be sent an error record, and runs the lines after it', async () => {
+    const input = [
+      JSON.stringify({ url: `${server.url}/a`, headers: { 'x-split': 'a\r\nb' } }),
+      JSON.stringify({ url: `${server.url}/b`, headers: { 'bad name': 'v' } }),
+      `${server.url}/c`,
+    ];
+    const run = await cli(['fetch', '-q', file('bad-headers.txt', input)]);
+    assert.equal(run.code, 1);
+    assert.deepEqual(indexes(run.records), range(input.length));
+    const by = new Map(run.records.map((r) => [r.index, r]));
+    assert.equal(by.get(0)!.error, 'invalid x-split header: "a\\r\\nb"');
+    assert.equal(by.get(0)!.attempts, 1, 'not retried: the request, not the network, is at fault');
+    assert.equal(by.get(1)!.error, 'invalid header name "bad name"');
+    assert.equal(by.get(2)!.ok, true);
+  });
+
   it('exits 0 and leaves stderr empty with --quiet when every line is ok', async () => {
     const run = await cli([
       'fetch',

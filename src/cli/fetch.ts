@@ -229,18 +229,24 @@ export class FetchCommand implements Command<FetchTask> {
       done(this.notRun(task, index));
       return;
     }
-    exchangeWith(
-      this.#request.client,
-      target,
-      target.origin,
-      {
-        method: task.method,
-        headers: task.headers,
-        body: task.body,
-        keepBody: this.#settings.body,
-      },
-      new LineSink(this, task, index, done),
-    );
+    const sink = new LineSink(this, task, index, done);
+    try {
+      exchangeWith(
+        this.#request.client,
+        target,
+        target.origin,
+        {
+          method: task.method,
+          headers: task.headers,
+          body: task.body,
+          keepBody: this.#settings.body,
+        },
+        sink,
+      );
+    } catch (error) {
+      // Not expected (a request's own faults fail its attempt), but a line must get its record.
+      if (!sink.called) done(this.#failed(task, index, error, undefined, undefined));
+    }
   }
 
   /** The outcome of a line whose request failed (`call` is undefined if it never got one). */
@@ -396,6 +402,8 @@ class LineSink implements CallSink<Exchanged> {
   readonly #task: FetchTask;
   readonly #index: number;
   readonly #done: (outcome: Outcome) => void;
+  /** Whether it has been told how the line ended. */
+  called = false;
 
   constructor(
     command: FetchCommand,
@@ -410,6 +418,7 @@ class LineSink implements CallSink<Exchanged> {
   }
 
   delivered(received: Exchanged, call: Call<Exchanged>): void {
+    this.called = true;
     let outcome: Outcome;
     try {
       outcome = lineAnswered(this.#command, this.#task, this.#index, received, call);
@@ -422,6 +431,7 @@ class LineSink implements CallSink<Exchanged> {
   }
 
   failed(error: unknown, call: Call<Exchanged>): void {
+    this.called = true;
     this.#done(lineFailed(this.#command, this.#task, this.#index, error, call));
   }
 }

@@ -72,6 +72,8 @@ class ExchangeSend implements Transport<Exchanged> {
   readonly options: Dispatcher.DispatchOptions;
   readonly url: URL;
   readonly wire: WireRequest | undefined;
+  /** Why the request cannot be written, if it cannot. */
+  readonly invalid: unknown = undefined;
   readonly keepBody: boolean;
   /** Whether the caller gets a plain object (the public function) or the receiver itself. */
   readonly copies: boolean;
@@ -86,10 +88,16 @@ class ExchangeSend implements Transport<Exchanged> {
     copies: boolean,
   ) {
     this.url = url;
-    this.wire =
-      url.protocol === 'http:'
-        ? prepare(method, path, url.host, request.headers, request.body ?? null)
-        : undefined;
+    let wire: WireRequest | undefined;
+    try {
+      wire =
+        url.protocol === 'http:'
+          ? prepare(method, path, url.host, request.headers, request.body ?? null)
+          : undefined;
+    } catch (error) {
+      this.invalid = error; // a header that cannot be sent: the attempt fails, as undici's would
+    }
+    this.wire = wire;
     this.options = {
       origin,
       path,
@@ -103,6 +111,7 @@ class ExchangeSend implements Transport<Exchanged> {
   }
 
   send(attempt: AttemptHandle<Exchanged>): void {
+    if (this.invalid !== undefined) throw this.invalid;
     const receiver = new Receiver(this, attempt);
     if (this.wire === undefined) attempt.dispatcher.dispatch(this.options, receiver);
     else attempt.wire.pool(this.options.origin as string, this.url).dispatch(this.wire, receiver);
