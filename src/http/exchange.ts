@@ -73,7 +73,7 @@ class ExchangeSend implements Transport<Exchanged> {
   readonly url: URL;
   readonly wire: WireRequest | undefined;
   /** Why the request cannot be written, if it cannot. */
-  readonly invalid: unknown = undefined;
+  readonly invalid: Error | undefined = undefined;
   readonly keepBody: boolean;
   /** Whether the caller gets a plain object (the public function) or the receiver itself. */
   readonly copies: boolean;
@@ -95,7 +95,8 @@ class ExchangeSend implements Transport<Exchanged> {
           ? prepare(method, path, url.host, request.headers, request.body ?? null)
           : undefined;
     } catch (error) {
-      this.invalid = error; // a header that cannot be sent: the attempt fails, as undici's would
+      // A header that cannot be sent: the attempt fails, as it would in undici.
+      this.invalid = error instanceof Error ? error : new TypeError(String(error));
     }
     this.wire = wire;
     this.options = {
