@@ -1,7 +1,7 @@
 /**
- * `sluice fetch`: one request per input line, through `createExchange()` (undici's `dispatch`
- * under per-origin gates, a global concurrency, retries and timeouts: the fastest way to a whole
- * response), one JSON record per line:
+ * `sluice fetch`: one request per input line, through `createExchange()` (per-origin gates, a
+ * global concurrency, retries and timeouts: the fastest way to a whole response), one JSON record
+ * per line:
  * `{ index, id, url, status, ok, attempts, ms, bytes, error }` and, with `--body`, `body`.
  *
  * What a line means, and how credentials are kept out of records: `fetch-line.ts`.

@@ -1,8 +1,9 @@
 /**
- * `createExchange(options)`: the same limits as `createFetch()`, on undici's `dispatch` API, for
- * callers that want a whole response at once (the CLI): no stream object per response, no
- * AbortController per request, and no promise per attempt (the dispatch handler tells the core
- * directly). About twice the requests per CPU-second of undici's `request`.
+ * `createExchange(options)`: the same limits as `createFetch()`, for callers that want a whole
+ * response at once (the CLI): no stream object per response, no AbortController per request, and
+ * no promise per attempt (the response handler tells the core directly). `http:` requests are
+ * written by `_h1.ts`; `https:` ones, and those with headers about the connection, go through
+ * undici's `dispatch` API.
  *
  * A response is delivered once its body has been received in full, so the origin's slot is held
  * exactly as long as the server is busy with the request.
