@@ -19,6 +19,8 @@ import type { CliIo } from './io.ts';
 const BATCH = 64 * 1024;
 /** A batch this full is written: the next record would likely not fit. */
 const FULL = BATCH - 512;
+/** Written batches kept to be filled again. */
+const SPARES = 2;
 const LINGER = 50;
 const NEWLINE = 10;
 
@@ -29,6 +31,8 @@ export class Output {
   readonly #writtenPath: string | undefined;
   /** The batch being gathered, and how many of its bytes are used. */
   #batch: Buffer | undefined = undefined;
+  /** Batches written out, to fill again. */
+  readonly #spares: Buffer[] = [];
   #size = 0;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #blocked = false;
@@ -83,7 +87,7 @@ export class Output {
         return;
       }
     }
-    const batch = (this.#batch ??= Buffer.allocUnsafe(BATCH));
+    const batch = (this.#batch ??= this.#spares.pop() ?? Buffer.allocUnsafe(BATCH));
     const size = this.#size + batch.write(line, this.#size, 'utf8');
     batch[size] = NEWLINE;
     this.#size = size + 1;
@@ -102,11 +106,15 @@ export class Output {
     const bytes = batch.subarray(0, this.#size);
     this.#batch = undefined; // the stream holds the written one until it is out
     this.#size = 0;
-    this.#send(bytes);
+    this.#send(bytes, () => {
+      // Out: the batch is filled again, rather than a new one made and this one left to the
+      // garbage collector (a long run would hold many such batches between major collections).
+      if (this.#spares.length < SPARES) this.#spares.push(batch);
+    });
   }
 
-  #send(chunk: Buffer | string): void {
-    if (!this.#stream.write(chunk) && !this.#blocked) {
+  #send(chunk: Buffer | string, written?: () => void): void {
+    if (!this.#stream.write(chunk, written) && !this.#blocked) {
       this.#blocked = true;
       this.#stream.once('drain', this.#onDrain);
     }
