@@ -879,9 +879,14 @@ describe('_h1: keep-alive', { timeout: 10_000 }, () => {
     });
     const wire = h.wire();
     assertDelivered(await send(wire, server.url()), 200, 'short');
+    const pool = wire.pool(server.origin, server.url());
     assertDelivered(await send(wire, server.url()), 200, 'short');
     assert.equal(server.connections, 2);
     await until(() => server.closed >= 1, 'the client closed the expired connection');
+    // Closing the expired connection left the pool empty for a moment; the new one keeps it the
+    // origin's pool, so its connection is found for the next request.
+    assert.equal(wire.pool(server.origin, server.url()), pool);
+    assert.equal(pool.open.size, 1);
   });
 
   it('reuses a connection whose Keep-Alive timeout is longer than the margin', async (t) => {

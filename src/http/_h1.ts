@@ -153,6 +153,14 @@ export class Wire {
     return pool;
   }
 
+  /**
+   * A pool that opens a connection is the origin's again, if it was forgotten meanwhile (its last
+   * connection closed as it was about to make another). @internal
+   */
+  adopt(pool: Pool): void {
+    if (!this.#pools.has(pool.origin)) this.#pools.set(pool.origin, pool);
+  }
+
   /** A pool with no connection left is forgotten. @internal */
   emptied(pool: Pool): void {
     if (this.#pools.get(pool.origin) === pool) this.#pools.delete(pool.origin);
@@ -201,6 +209,12 @@ export class Pool {
     connection.expires = expires;
     this.idle.push(connection);
     this.#sweep ??= setTimeout(this.#clean, IDLE_MS).unref();
+  }
+
+  /** `connection` was made. */
+  opened(connection: Connection): void {
+    this.open.add(connection);
+    if (this.open.size === 1) this.wire.adopt(this);
   }
 
   /** `connection` closed. */
@@ -314,7 +328,7 @@ class Connection {
     this.socket.on('end', this.#onEnd);
     this.socket.on('error', this.#onError);
     this.socket.once('close', this.#onClose);
-    pool.open.add(this);
+    pool.opened(this);
   }
 
   /** Writes `request`; `handler` is told of this connection first (again, when it is a resend). */
