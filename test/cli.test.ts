@@ -23,6 +23,23 @@ import {
 const { dir, remove } = tempDir();
 after(remove);
 
+/** A server that answers each request after 20 ms, and keeps the most it had in flight at once. */
+async function countingServer(): Promise<TestServer & { peak: number }> {
+  let inFlight = 0;
+  const counting = Object.assign(
+    await startServer((_req, res) => {
+      inFlight++;
+      counting.peak = Math.max(counting.peak, inFlight);
+      setTimeout(() => {
+        inFlight--;
+        res.end('ok');
+      }, 20);
+    }),
+    { peak: 0 },
+  );
+  return counting;
+}
+
 function file(name: string, lines: string[]): string {
   const path = join(dir, name);
   writeFileSync(path, lines.map((line) => `${line}\n`).join(''));
@@ -305,38 +322,20 @@ describe('sluice fetch: order, timeouts and retries', () => {
   });
 
   it('keeps at most --concurrency requests in flight', async () => {
-    let inFlight = 0;
-    let peak = 0;
-    const counting = await startServer((_req, res) => {
-      inFlight++;
-      peak = Math.max(peak, inFlight);
-      setTimeout(() => {
-        inFlight--;
-        res.end('ok');
-      }, 20);
-    });
+    const counting = await countingServer();
     try {
       const input = range(30).map((i) => `${counting.url}/${i}`);
       const run = await cli(['fetch', '-q', '-c', '3', file('c3.txt', input)]);
       assert.equal(run.code, 0);
       assert.equal(run.records.length, 30);
-      assert.equal(peak, 3);
+      assert.equal(counting.peak, 3);
     } finally {
       await counting.close();
     }
   });
 
   it('keeps to --per-host-concurrency for each origin', async () => {
-    let inFlight = 0;
-    let peak = 0;
-    const counting = await startServer((_req, res) => {
-      inFlight++;
-      peak = Math.max(peak, inFlight);
-      setTimeout(() => {
-        inFlight--;
-        res.end('ok');
-      }, 20);
-    });
+    const counting = await countingServer();
     try {
       const input = range(12).map((i) => `${counting.url}/${i}`);
       const run = await cli([
@@ -349,7 +348,7 @@ describe('sluice fetch: order, timeouts and retries', () => {
         file('ph.txt', input),
       ]);
       assert.equal(run.code, 0);
-      assert.equal(peak, 2);
+      assert.equal(counting.peak, 2);
     } finally {
       await counting.close();
     }

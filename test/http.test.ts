@@ -518,68 +518,51 @@ describe('createFetch: retries', { timeout: 10_000 }, () => {
   });
 });
 
+/**
+ * Serves `first`, then 200, through a fetch of `h`, and checks that the retry came about a second
+ * later and was reported with a delay of at least that: returns the call's report.
+ */
+async function retriedASecondLater(h: Harness, first: Step): Promise<RequestReport> {
+  const server = await h.serve(sequence(first, 200));
+  const fetch = h.fetch();
+  const { list, onReport } = reports();
+  const response = await fetch(server.url('/'), { onReport });
+  assert.equal(response.status, 200);
+  await response.text();
+  const [gap] = gaps(server.arrivals.map((a) => a.at));
+  assert.ok(gap! >= 1_000 && gap! < 1_600, `the retry came ${gap!.toFixed(1)}ms later`);
+  assert.ok(list[0]!.retries[0]!.delayMs >= 1_000, `a delay of ${list[0]!.retries[0]!.delayMs}`);
+  return list[0]!;
+}
+
 describe('createFetch: what the server asks for', { timeout: 15_000 }, () => {
   it('waits the delay-seconds of a Retry-After before the next attempt', async (t) => {
     const h = new Harness(t);
-    const server = await h.serve(sequence({ status: 503, headers: { 'retry-after': '1' } }, 200));
-    const fetch = h.fetch();
-    const { list, onReport } = reports();
-    const response = await fetch(server.url('/'), { onReport });
-    assert.equal(response.status, 200);
-    await response.text();
-    const [gap] = gaps(server.arrivals.map((a) => a.at));
-    assert.ok(gap! >= 1_000 && gap! < 1_600, `the retry came ${gap!.toFixed(1)}ms later`);
-    assert.equal(list[0]!.retries[0]!.status, 503);
-    assert.ok(list[0]!.retries[0]!.delayMs >= 1_000, `a delay of ${list[0]!.retries[0]!.delayMs}`);
+    const report = await retriedASecondLater(h, { status: 503, headers: { 'retry-after': '1' } });
+    assert.equal(report.retries[0]!.status, 503);
   });
 
   it('waits until the HTTP-date of a Retry-After, read against the response Date', async (t) => {
     const h = new Harness(t);
     // The server's clock is an hour behind: by the client's clock the date is long past.
     const date = Math.floor(Date.now() / 1000) * 1000 - 3_600_000;
-    const server = await h.serve(
-      sequence(
-        {
-          status: 503,
-          headers: {
-            date: new Date(date).toUTCString(),
-            'retry-after': new Date(date + 1_000).toUTCString(),
-          },
-        },
-        200,
-      ),
-    );
-    const fetch = h.fetch();
-    const { list, onReport } = reports();
-    const response = await fetch(server.url('/'), { onReport });
-    assert.equal(response.status, 200);
-    await response.text();
-    const [gap] = gaps(server.arrivals.map((a) => a.at));
-    assert.ok(gap! >= 1_000 && gap! < 1_600, `the retry came ${gap!.toFixed(1)}ms later`);
-    assert.ok(list[0]!.retries[0]!.delayMs >= 1_000, `a delay of ${list[0]!.retries[0]!.delayMs}`);
-    assert.deepEqual(list[0]!.serverWait, undefined, 'the final 200 asked for nothing');
+    const report = await retriedASecondLater(h, {
+      status: 503,
+      headers: {
+        date: new Date(date).toUTCString(),
+        'retry-after': new Date(date + 1_000).toUTCString(),
+      },
+    });
+    assert.deepEqual(report.serverWait, undefined, 'the final 200 asked for nothing');
   });
 
   it('waits the reset of an exhausted RateLimit before the next attempt', async (t) => {
     const h = new Harness(t);
-    const server = await h.serve(
-      sequence(
-        {
-          status: 429,
-          headers: { ratelimit: '"default";r=0;t=1', 'ratelimit-policy': '"default";q=5;w=1' },
-        },
-        200,
-      ),
-    );
-    const fetch = h.fetch();
-    const { list, onReport } = reports();
-    const response = await fetch(server.url('/'), { onReport });
-    assert.equal(response.status, 200);
-    await response.text();
-    const [gap] = gaps(server.arrivals.map((a) => a.at));
-    assert.ok(gap! >= 1_000 && gap! < 1_600, `the retry came ${gap!.toFixed(1)}ms later`);
-    assert.equal(list[0]!.retries[0]!.status, 429);
-    assert.ok(list[0]!.retries[0]!.delayMs >= 1_000, `a delay of ${list[0]!.retries[0]!.delayMs}`);
+    const report = await retriedASecondLater(h, {
+      status: 429,
+      headers: { ratelimit: '"default";r=0;t=1', 'ratelimit-policy': '"default";q=5;w=1' },
+    });
+    assert.equal(report.retries[0]!.status, 429);
   });
 
   it('pauses the origin for every caller after a 429 with Retry-After', async (t) => {

@@ -79,7 +79,8 @@ const CONNECTION_HEADERS = new Set([
   'trailer',
   'proxy-connection',
 ]);
-const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
+/** The idempotent methods (RFC 9110 §9.2.2): what may be sent again, here and by retries. */
+export const IDEMPOTENT: readonly string[] = ['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE'];
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 /** What a header value may not contain (undici's rule): controls other than tab, and > 0xff. */
 const BAD_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
@@ -127,7 +128,7 @@ export function prepare(
     head: `${method} ${path} HTTP/1.1\r\n${hostLine}${lines}\r\n`,
     body,
     bodiless: method === 'HEAD',
-    idempotent: IDEMPOTENT.has(method),
+    idempotent: IDEMPOTENT.includes(method),
   };
 }
 
@@ -194,7 +195,7 @@ export class Pool {
 
   /** Writes `request` on an idle connection or a new one; `handler` hears what comes back. */
   dispatch(request: WireRequest, handler: WireHandler): void {
-    const now = Date.now();
+    const now = this.idle.length === 0 ? 0 : Date.now();
     let connection: Connection | undefined;
     while ((connection = this.idle.pop()) !== undefined) {
       if (connection.expires > now) break;

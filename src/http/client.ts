@@ -31,7 +31,7 @@ import {
 import type { WindowKind } from '../rate.ts';
 import { backoff, retryPolicy, sleep, type RetryOptions, type RetryPolicy } from '../retry.ts';
 import { serverWait, type HeaderGetter, type ServerWait } from './feedback.ts';
-import { Wire } from './_h1.ts';
+import { IDEMPOTENT, Wire } from './_h1.ts';
 
 /** The limits of one origin. */
 export interface OriginLimits {
@@ -168,7 +168,6 @@ export interface RetryNote {
 /** undici's default headers and body timeouts, in ms. */
 const UNDICI_TIMEOUT = 300_000;
 
-const IDEMPOTENT = ['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE'];
 const RETRY_STATUSES = [408, 429, 500, 502, 503, 504];
 
 const NOT_TRANSIENT = new Set([
