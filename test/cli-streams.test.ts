@@ -1,4 +1,7 @@
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
@@ -55,6 +58,30 @@ describe('CLI input', () => {
       ),
       { numRuns: 300 },
     );
+  });
+
+  it('reads a regular file exactly across its reads (a short first one, then 64 KiB ones)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sluice-input-'));
+    try {
+      // Lines of varied length and width, so that reads end inside lines and characters.
+      const lines = Array.from({ length: 3_000 }, (_, i) =>
+        i % 7 === 0 ? '' : `https://example.test/${'é€𝄞'.repeat(i % 13)}${i}`,
+      );
+      const text = `${lines.join('\r\n')}\n`;
+      const file = join(dir, 'urls.txt');
+      writeFileSync(file, text);
+      assert.ok(Buffer.byteLength(text) > 2 * 64 * 1024);
+      const counted = await openInput(file, ioWith(Readable.from([])));
+      const got: string[] = [];
+      for await (const batch of counted.batches) for (const line of batch) got.push(line);
+      assert.deepEqual(got, expected(text));
+      assert.equal(await counted.total, lines.filter((line) => line !== '').length);
+      // Without a progress line to show it, the total is not counted (the file is read once).
+      const uncounted = await openInput(file, ioWith(Readable.from([])), false);
+      assert.equal(await uncounted.total, undefined);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('joins a line longer than many chunks once its end comes', async () => {

@@ -39,7 +39,8 @@ export async function runLines<T>(
   window: number,
   makeCommand: () => Command<T>,
 ): Promise<number> {
-  const input = await openInput(settings.file, io).catch((error: unknown) => {
+  // The total only shows on the progress line: with --quiet the file is read once.
+  const input = await openInput(settings.file, io, !settings.quiet).catch((error: unknown) => {
     throw new UsageError(error instanceof Error ? error.message : String(error));
   });
   let resume: Previous | undefined;
