@@ -10,6 +10,7 @@
  * servers in an `after` hook (servers drop their connections, so nothing is left waiting).
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import {
   createServer as createHttpServer,
   maxHeaderSize,
@@ -19,6 +20,7 @@ import {
 import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { describe, it, type TestContext } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
+import { promisify } from 'node:util';
 import fc from 'fast-check';
 import {
   prepare,
@@ -1606,6 +1608,30 @@ describe('_h1: Wire.close()', { timeout: 10_000 }, () => {
 });
 
 describe('_h1 through createExchange()', { timeout: 10_000 }, () => {
+  it('never loads undici for plain-HTTP requests, and loads it when its agent is first used', async () => {
+    // In a process of its own, where nothing else has loaded undici yet.
+    const code = `
+      import { createRequire } from 'node:module';
+      import { createServer } from 'node:http';
+      import { createExchange } from './src/http/index.ts';
+      const loaded = () => Object.keys(createRequire(import.meta.url).cache).some((f) => /[\\\\/]undici[\\\\/]/.test(f));
+      const server = createServer((_req, res) => res.end('ok')).listen(0, '127.0.0.1');
+      await new Promise((resolve) => server.once('listening', resolve));
+      const exchange = createExchange({ concurrency: 2 });
+      const { status } = await exchange(new URL('http://127.0.0.1:' + server.address().port + '/'));
+      const before = loaded();
+      const agent = exchange.client.agent;
+      console.log(JSON.stringify({ status, before, after: loaded(), same: agent === exchange.client.agent }));
+      await exchange.close();
+      server.close();`;
+    const { stdout } = await promisify(execFile)(
+      process.execPath,
+      ['--import', 'tsx', '--input-type=module', '--eval', code],
+      { cwd: new URL('..', import.meta.url), timeout: 9_000 },
+    );
+    assert.deepEqual(JSON.parse(stdout), { status: 200, before: false, after: true, same: true });
+  });
+
   it('delivers status, headers, bytes and, with keepBody, the body', async (t) => {
     const h = new Harness(t);
     const server = await answering(

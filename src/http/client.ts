@@ -14,7 +14,7 @@
  */
 import { AsyncResource } from 'node:async_hooks';
 import { setMaxListeners } from 'node:events';
-import { Agent, Pool } from 'undici';
+import type { Agent } from 'undici';
 import type { Clock } from '../_clock.ts';
 import { systemClock } from '../_clock.ts';
 import type { RateSpec } from '../_parse.ts';
@@ -32,6 +32,7 @@ import type { WindowKind } from '../rate.ts';
 import { backoff, retryPolicy, sleep, type RetryOptions, type RetryPolicy } from '../retry.ts';
 import { serverWait, type HeaderGetter, type ServerWait } from './feedback.ts';
 import { IDEMPOTENT, Wire } from './_h1.ts';
+import { undici } from './_undici.ts';
 
 /** The limits of one origin. */
 export interface OriginLimits {
@@ -213,7 +214,8 @@ function checkLimits(name: string, limits: OriginLimits | undefined): OriginLimi
 class Core {
   constructor(
     readonly limiter: KeyedLimiter,
-    readonly agent: Agent,
+    /** The undici `Agent`, made on first use. */
+    readonly agent: () => Agent,
     /** Plain-HTTP connections for whole responses (the exchange's `http:` requests). */
     readonly wire: Wire,
     readonly clock: Clock,
@@ -254,7 +256,8 @@ export let startCall: <R>(
 
 export class HttpClient {
   readonly limiter: KeyedLimiter;
-  readonly agent: Agent;
+  #agent: Agent | undefined;
+  readonly #newAgent: () => Agent;
   readonly #wire = new Wire();
   readonly #core: Core;
   readonly #limitsOf: (origin: string) => OriginLimits;
@@ -322,16 +325,19 @@ export class HttpClient {
     // and body timeouts (300 s each) cannot fire before an attempt's timeout of 300 s or less:
     // they are off then, for they cost a timer object per request that lives up to a second.
     const undiciTimeouts = timeout <= UNDICI_TIMEOUT ? { headersTimeout: 0, bodyTimeout: 0 } : {};
-    this.agent = new Agent({
-      factory: (origin, opts) => {
-        const concurrency = this.#limitsOf(new URL(String(origin)).origin).concurrency ?? 6;
-        const connections = concurrency === Infinity ? null : concurrency;
-        return new Pool(origin, Object.assign({}, opts, undiciTimeouts, { connections }));
-      },
-    });
+    this.#newAgent = () => {
+      const { Agent, Pool } = undici();
+      return new Agent({
+        factory: (origin, opts) => {
+          const concurrency = this.#limitsOf(new URL(String(origin)).origin).concurrency ?? 6;
+          const connections = concurrency === Infinity ? null : concurrency;
+          return new Pool(origin, Object.assign({}, opts, undiciTimeouts, { connections }));
+        },
+      });
+    };
     this.#core = new Core(
       this.limiter,
-      this.agent,
+      () => this.agent,
       this.#wire,
       clock,
       policy,
@@ -343,6 +349,15 @@ export class HttpClient {
       timeout !== Infinity,
       this.#closing.signal,
     );
+  }
+
+  /**
+   * The undici `Agent` that `https:` requests (and whatever the plain-HTTP client does not take)
+   * go through: one pool per origin, as wide as the origin's concurrency. Made, and undici
+   * loaded, on first use.
+   */
+  get agent(): Agent {
+    return (this.#agent ??= this.#newAgent());
   }
 
   /** Sends a request to `url` within the limits, retrying as configured. */
@@ -371,7 +386,8 @@ export class HttpClient {
       const closed = new ClosedError('the HTTP client is closed');
       this.#closing.abort(closed);
       this.#wire.close(deadline !== Infinity, closed);
-      await (deadline === Infinity ? this.agent.close() : this.agent.destroy());
+      const agent = this.#agent;
+      if (agent !== undefined) await (deadline === Infinity ? agent.close() : agent.destroy());
     })();
     return this.#closed;
   }
@@ -614,7 +630,7 @@ export class AttemptHandle<R> implements TaskRunner {
   }
 
   get dispatcher(): Agent {
-    return this.#core.agent;
+    return this.#core.agent();
   }
 
   /** The plain-HTTP connections (see `_h1.ts`). */

@@ -8,7 +8,7 @@
  * cancel every body, as with undici itself; a response dropped unread gives its slot back when it
  * is garbage-collected, which may take long.
  */
-import { fetch as undiciFetch } from 'undici';
+import type { Response as UndiciResponse } from 'undici';
 import {
   HttpClient,
   type CallOptions,
@@ -16,6 +16,7 @@ import {
   type RequestReport,
   type Sent,
 } from './client.ts';
+import { undici } from './_undici.ts';
 
 /** `RequestInit` plus what a limited fetch understands. */
 export interface LimitedRequestInit extends RequestInit {
@@ -45,7 +46,7 @@ const unread = new FinalizationRegistry<() => void>((finish) => {
 });
 
 /** Wraps an undici response into a global `Response` whose body reports when it is done. */
-function track(response: Awaited<ReturnType<typeof undiciFetch>>): Sent<Response> {
+function track(response: UndiciResponse): Sent<Response> {
   let finish!: () => void;
   const done = new Promise<void>((resolve) => (finish = resolve));
   const init = {
@@ -174,7 +175,7 @@ export function createFetch(options?: HttpOptions): LimitedFetch {
       url,
       method,
       async ({ signal, dispatcher }) => {
-        const response = await undiciFetch(url, {
+        const response = await undici().fetch(url, {
           ...(requestInit as object),
           signal: signal(),
           dispatcher,

@@ -4,7 +4,6 @@
  */
 import { once } from 'node:events';
 import type { Readable } from 'node:stream';
-import { request as undiciRequest } from 'undici';
 import {
   HttpClient,
   type CallOptions,
@@ -12,6 +11,7 @@ import {
   type RequestReport,
   type Sent,
 } from './client.ts';
+import { undici } from './_undici.ts';
 
 /** A request for {@link createRequest}. */
 export interface LimitedRequest {
@@ -66,7 +66,7 @@ export function createRequest(options?: HttpOptions): LimitedRequestFunction {
       target,
       method,
       async ({ signal, dispatcher }): Promise<Sent<LimitedResponse>> => {
-        const response = await undiciRequest(target, {
+        const response = await undici().request(target, {
           method: method as 'GET',
           headers: request.headers,
           body: request.body,
