@@ -1618,7 +1618,7 @@ describe('_h1 through createExchange()', { timeout: 10_000 }, () => {
       const server = createServer((_req, res) => res.end('ok')).listen(0, '127.0.0.1');
       await new Promise((resolve) => server.once('listening', resolve));
       const exchange = createExchange({ concurrency: 2 });
-      const { status } = await exchange(new URL('http://127.0.0.1:' + server.address().port + '/'));
+      const { status } = await exchange('http://127.0.0.1:' + server.address().port + '/');
       const before = loaded();
       const agent = exchange.client.agent;
       console.log(JSON.stringify({ status, before, after: loaded(), same: agent === exchange.client.agent }));
@@ -1655,6 +1655,21 @@ describe('_h1 through createExchange()', { timeout: 10_000 }, () => {
       `GET /kept?q=1 HTTP/1.1\r\nhost: ${server.url().host}\r\n\r\n`,
     );
     assert.equal(server.connections, 1);
+  });
+
+  it('takes the URL as a string too, and rejects one that is no URL with a TypeError', async (t) => {
+    const h = new Harness(t);
+    const server = await answering(h, ok('by string'));
+    const exchange = h.exchange();
+    const got = await within(3_000, exchange(server.url('/s').href, { keepBody: true }), 'string');
+    assert.equal(got.status, 200);
+    assert.equal(got.body?.toString(), 'by string');
+    assert.equal(server.requests[0]?.head.split('\r\n')[0], 'GET /s HTTP/1.1');
+    await assert.rejects(exchange('not a url'), (error: unknown) => {
+      assert.ok(error instanceof TypeError);
+      assert.equal((error as { code?: unknown }).code, 'ERR_INVALID_URL');
+      return true;
+    });
   });
 
   it('retries a 503 and delivers the 200 that follows', async (t) => {

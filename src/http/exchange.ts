@@ -51,7 +51,7 @@ export interface Exchanged {
 }
 
 export interface ExchangeFunction {
-  (url: URL, request?: ExchangeRequest): Promise<Exchanged>;
+  (url: string | URL, request?: ExchangeRequest): Promise<Exchanged>;
   readonly client: HttpClient;
   /** See `HttpClient.close()`. */
   close(options?: { deadline?: number }): Promise<void>;
@@ -233,9 +233,11 @@ function start(
  */
 export function createExchange(options?: HttpOptions): ExchangeFunction {
   const client = new HttpClient(options);
-  const exchange = (url: URL, request: ExchangeRequest = {}): Promise<Exchanged> =>
+  const exchange = (url: string | URL, request: ExchangeRequest = {}): Promise<Exchanged> =>
     new Promise<Exchanged>((resolve, reject) => {
-      start(client, url, url.origin, request, true, { delivered: resolve, failed: reject });
+      // A string that is no URL rejects with `new URL()`'s TypeError, as with `createRequest()`.
+      const target = url instanceof URL ? url : new URL(url);
+      start(client, target, target.origin, request, true, { delivered: resolve, failed: reject });
     });
   Object.defineProperties(exchange, {
     client: { value: client },
