@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { INTERRUPT_BUDGET, tune } from '../src/cli/tune.ts';
 import {
   indexes,
   parseRecords,
@@ -19,6 +20,35 @@ import {
 
 const { dir, remove } = tempDir();
 after(remove);
+
+describe("the executable's V8 tuning", () => {
+  const cases: [
+    name: string,
+    execArgv: string[],
+    nodeOptions: string | undefined,
+    set: string[],
+  ][] = [
+    ['nothing given', [], undefined, [`--interrupt-budget=${INTERRUPT_BUDGET}`]],
+    [
+      'other flags given',
+      ['--enable-source-maps'],
+      '--max-old-space-size=512',
+      [`--interrupt-budget=${INTERRUPT_BUDGET}`],
+    ],
+    ['a budget on the command line', ['--interrupt-budget=1000'], undefined, []],
+    ['a budget in NODE_OPTIONS, with an underscore', [], '--trace-gc --interrupt_budget=5000', []],
+  ];
+  for (const [name, execArgv, nodeOptions, expected] of cases) {
+    it(`sets ${expected.length === 0 ? 'no flag' : expected.join(' ')} with ${name}`, () => {
+      const seen: string[] = [];
+      assert.deepEqual(
+        tune(execArgv, nodeOptions, (flag) => seen.push(flag)),
+        expected,
+      );
+      assert.deepEqual(seen, expected);
+    });
+  }
+});
 
 describe('sluice, spawned', { concurrency: true }, () => {
   let server: TestServer;

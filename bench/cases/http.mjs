@@ -260,7 +260,10 @@ export function report(cells, config) {
       `command-line tools, each a child process started cold as a user starts it: autocannon 8 ` +
       `(\`autocannon -c ${CONCURRENCY} -a ${s.int(N)} URL\`) and \`sluice fetch\` over a file of ` +
       `${s.int(N)} URLs with \`-c ${CONCURRENCY} --per-host-concurrency ${CONCURRENCY} --quiet -o ` +
-      `/dev/null\`. Both hit the same server in the same process run, in the order autocannon, ` +
+      `/dev/null\`, each with the V8 flags it sets for itself (autocannon none; the \`sluice\` ` +
+      `executable a quarter of V8's default \`--interrupt-budget\`, so that its per-request ` +
+      `code is optimized sooner: see \`src/cli/tune.ts\`). Both hit the same server in the same ` +
+      `process run, in the order autocannon, ` +
       `sluice, sluice, autocannon, after a ${s.int(WARMUP)}-request warm-up of the server; the ` +
       `ratio is taken within each process, then the median over ` +
       `${processes(throughput.runs.length)}. Requests/s are counted at the server, from the first ` +

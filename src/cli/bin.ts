@@ -5,6 +5,9 @@
  */
 import type { CliIo } from './io.ts';
 import { main } from './main.ts';
+import { tune } from './tune.ts';
+
+tune(process.execArgv, process.env.NODE_OPTIONS);
 
 let interrupts = 0;
 const count = (): void => {
