@@ -449,14 +449,10 @@ class Connection {
         case Phase.Head:
           at = this.#head(buffer, at, end, handler);
           break;
-        case Phase.Length: {
-          const n = Math.min(this.#remaining, end - at);
-          this.#data(handler, buffer, at, at + n);
-          at += n;
-          this.#remaining -= n;
+        case Phase.Length:
+          at = this.#counted(handler, buffer, at, end);
           if (this.#remaining === 0) this.#done(this.#keepAlive);
           break;
-        }
         case Phase.UntilClose:
           this.#data(handler, buffer, at, end);
           at = end;
@@ -464,17 +460,13 @@ class Connection {
         case Phase.ChunkSize:
           at = this.#chunkSize(buffer, at, end);
           break;
-        case Phase.ChunkData: {
-          const n = Math.min(this.#remaining, end - at);
-          this.#data(handler, buffer, at, at + n);
-          at += n;
-          this.#remaining -= n;
+        case Phase.ChunkData:
+          at = this.#counted(handler, buffer, at, end);
           if (this.#remaining === 0) {
             this.#phase = Phase.ChunkEnd;
             this.#remaining = 2;
           }
           break;
-        }
         case Phase.ChunkEnd:
           // The CRLF that ends a chunk's data (a bare LF is taken too).
           if (buffer[at] === 0x0d && this.#remaining === 2) {
@@ -500,6 +492,14 @@ class Connection {
   #done(reusable: boolean): void {
     this.#phase = Phase.Done;
     this.#reusable = reusable;
+  }
+
+  /** Hands on what `buffer[at, end)` holds of the `#remaining` bytes expected; returns where they end. */
+  #counted(handler: WireHandler, buffer: Buffer, at: number, end: number): number {
+    const n = Math.min(this.#remaining, end - at);
+    this.#data(handler, buffer, at, at + n);
+    this.#remaining -= n;
+    return at + n;
   }
 
   #data(handler: WireHandler, buffer: Buffer, from: number, to: number): void {
