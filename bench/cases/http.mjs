@@ -324,7 +324,10 @@ export function report(cells, config) {
       `canned response, so that the large run is quick and the client is what is measured. ` +
       `The "by request" columns are the peak so far (VmHWM, sampled every ${SAMPLE_MS} ms) when ` +
       `the server had seen that many requests: where the peak is reached. Median of ` +
-      `${processes(large.runs.length)}.`,
+      `${processes(large.runs.length)}. The \`sluice\` executable sizes V8's heap for a ` +
+      `stream: it stops the young generation at 8 MB, the size a short run reaches anyway, and ` +
+      `has the old generation collected once it has grown by 30% (see \`src/cli/tune.ts\`); a ` +
+      `flag given on the command line or in NODE_OPTIONS takes precedence.`,
     '',
     s.table(
       [
