@@ -262,7 +262,8 @@ export function report(cells, config) {
       `${s.int(N)} URLs with \`-c ${CONCURRENCY} --per-host-concurrency ${CONCURRENCY} --quiet -o ` +
       `/dev/null\`, each with the V8 flags it sets for itself (autocannon none; the \`sluice\` ` +
       `executable a quarter of V8's default \`--interrupt-budget\`, so that its per-request ` +
-      `code is optimized sooner: see \`src/cli/tune.ts\`). Both hit the same server in the same ` +
+      `code is optimized sooner, and the heap sizing described below: see ` +
+      `\`src/cli/tune.ts\`). Both hit the same server in the same ` +
       `process run, in the order autocannon, ` +
       `sluice, sluice, autocannon, after a ${s.int(WARMUP)}-request warm-up of the server; the ` +
       `ratio is taken within each process, then the median over ` +
