@@ -84,7 +84,7 @@ describe("the executable's V8 tuning", () => {
         for (let i = 0; i < 3e6; ) {
           for (const end = i + 10000; i < end; i++) kept[i % 4000] = { i, pair: [i, i + 1], text: 'x' + i };
           largest = Math.max(largest, size());
-          await new Promise(setImmediate); // where the cap's timer can run
+          await new Promise(setImmediate); // where the cap hears of the collections
         }
         return largest;
       };
