@@ -162,8 +162,11 @@ export let runKeyed: <K>(
   signal: AbortSignal | undefined,
 ) => void;
 
-/** The limiters of the keys known now. @internal */
-export let limitersOf: <K>(keyed: KeyedLimiter<K>) => Limiter[];
+/**
+ * Pauses `key` for `ms` (see `Limiter.pauseFor()`); nothing once the keyed limiter is closed,
+ * since nothing more will start: what a response that arrives while it closes asks for. @internal
+ */
+export let pauseKey: <K>(keyed: KeyedLimiter<K>, key: K, ms: number) => void;
 
 interface Entry {
   limiter: Limiter;
@@ -193,7 +196,9 @@ export class KeyedLimiter<K = string> {
   #closed: ClosedError | undefined;
 
   static {
-    limitersOf = (keyed) => [...keyed.#keys.values()].map((entry) => entry.limiter);
+    pauseKey = (keyed, key, ms) => {
+      if (keyed.#closed === undefined) keyed.#entry(key).limiter.pauseFor(ms);
+    };
     runKeyed = (keyed, key, runner, priority, signal) => {
       if (keyed.#closed !== undefined) {
         runner.done(false, keyed.#closed);

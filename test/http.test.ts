@@ -18,13 +18,14 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { describe, it, type TestContext } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
-import { ClosedError, RetryError, TimeoutError } from '../src/index.ts';
+import { ClosedError, RetryBudget, RetryError, TimeoutError } from '../src/index.ts';
 import {
   createFetch,
   createRequest,
   type HttpOptions,
   type LimitedFetch,
   type LimitedRequestFunction,
+  type LimitedResponse,
   type RequestReport,
 } from '../src/http/index.ts';
 import { Stalled, within } from './_helpers/within.ts';
@@ -77,6 +78,22 @@ function sequence(...steps: Step[]): Handler {
   };
 }
 
+/**
+ * A handler whose first answer is a 503 that sends 10 bytes of a 1000-byte body, then drops the
+ * connection or sends nothing more; later requests get a 200.
+ */
+function cutShort(then: 'destroy' | 'stall'): Handler {
+  return (_req, res, n) => {
+    if (n > 1) {
+      reply(res, 200, {}, `attempt ${n}`);
+      return;
+    }
+    res.writeHead(503, { 'content-length': '1000' });
+    res.write('0123456789');
+    if (then === 'destroy') setTimeout(() => res.socket?.destroy(), 20);
+  };
+}
+
 /** Waits until `condition()` holds (checked every few ms), for at most 2 s. */
 async function until(condition: () => boolean, what: string): Promise<void> {
   const deadline = performance.now() + 2_000;
@@ -84,6 +101,11 @@ async function until(condition: () => boolean, what: string): Promise<void> {
     if (performance.now() > deadline) throw new Error(`timed out waiting until ${what}`);
     await delay(5);
   }
+}
+
+/** The text of a `fetch` Response or of a `createRequest` response. */
+function bodyText(response: Response | LimitedResponse): Promise<string> {
+  return response instanceof Response ? response.text() : response.body.text();
 }
 
 /** Gaps between successive instants. */
@@ -947,6 +969,45 @@ describe('createFetch: close', { timeout: 10_000 }, () => {
     assert.equal(server.arrivals.length, 1);
   });
 
+  it('delivers a response in flight at close() that asks its origin to pause, and a 429 with Retry-After', async (t) => {
+    const h = new Harness(t);
+    const server = await h.serve((req, res) =>
+      setTimeout(() => {
+        if (req.url === '/exhausted') {
+          reply(res, 200, { RateLimit: 'limit=10, remaining=0, reset=30' }, 'last one');
+        } else {
+          reply(res, 429, { 'Retry-After': '1' }, 'slow down');
+        }
+      }, 100),
+    );
+    for (const make of [createFetch, createRequest]) {
+      const request = make({ retry: 0 });
+      let closed = false;
+      t.after(async () => {
+        if (!closed) await request.close();
+      });
+      const exhausted = request(server.url('/exhausted'));
+      const tooMany = request(server.url('/too-many'));
+      const before = server.arrivals.length;
+      await until(() => server.arrivals.length === before + 2, 'both requests arrive');
+      const closing = request.close();
+      closed = true;
+      // The origin is not paused any more (nothing will be admitted), but what came is delivered.
+      const [first, second] = await Promise.all([exhausted, tooMany]);
+      assert.deepEqual(
+        [first.status, await bodyText(first)],
+        [200, 'last one'],
+        `${make.name}: the 200`,
+      );
+      assert.deepEqual(
+        [second.status, await bodyText(second)],
+        [429, 'slow down'],
+        `${make.name}: the 429`,
+      );
+      await closing;
+    }
+  });
+
   it('can be closed twice', async () => {
     const fetch = createFetch();
     await fetch.close();
@@ -1047,6 +1108,34 @@ describe('createRequest', { timeout: 10_000 }, () => {
     await refused.body.dump();
     assert.equal(post.arrivals.length, 1);
     assert.equal(list[1]!.attempts, 1);
+  });
+
+  it('retries a 503 whose thrown-away body breaks off', async (t) => {
+    const h = new Harness(t);
+    const server = await h.serve(cutShort('destroy'));
+    const request = h.request({ retry: { retries: 2, minDelay: 1, maxDelay: 1 } });
+    const response = await request(server.url('/'));
+    assert.equal(response.status, 200);
+    assert.equal(await response.body.text(), 'attempt 2');
+  });
+
+  it('takes one retry-budget token for a retry whose thrown-away body times out', async (t) => {
+    const h = new Harness(t);
+    // The 503's body stops coming while it is being thrown away: the attempt times out.
+    const server = await h.serve(cutShort('stall'));
+    // One retry in the window, no more.
+    const budget = new RetryBudget({ ratio: 0, minPerSecond: 0.1, window: 10_000 });
+    const request = h.request({
+      retry: { retries: 2, minDelay: 1, maxDelay: 1, budget },
+      timeout: 300,
+    });
+    const { list, onReport } = reports();
+    const response = await request(server.url('/'), { onReport });
+    assert.equal(response.status, 200);
+    assert.equal(await response.body.text(), 'attempt 2');
+    assert.equal(list[0]!.attempts, 2);
+    // The one token went to that retry: there is none left.
+    assert.equal(budget.tryRetry(), false);
   });
 
   it('waits the reset of X-RateLimit-Remaining: 0 before the next attempt', async (t) => {

@@ -20,7 +20,7 @@ import { systemClock } from '../_clock.ts';
 import type { RateSpec } from '../_parse.ts';
 import * as v from '../_validate.ts';
 import { ClosedError, RetryError, TimeoutError } from '../errors.ts';
-import { KeyedLimiter, runKeyed } from '../keyed.ts';
+import { KeyedLimiter, pauseKey, runKeyed } from '../keyed.ts';
 import {
   endAttempt,
   whenAborted,
@@ -231,11 +231,17 @@ class Core {
     readonly closing: AbortSignal,
   ) {}
 
-  /** How long to back off before retrying attempt `attempt`, or undefined to stop. */
-  retryDelay(attempt: number, wait: ServerWait | undefined): number | undefined {
+  /**
+   * How long to back off before retrying attempt `attempt`, or undefined to stop. Takes a token
+   * from the retry budget unless `charged` (the attempt already took one for a retry it then
+   * could not make: its thrown-away body failed).
+   */
+  retryDelay(attempt: number, wait: ServerWait | undefined, charged = false): number | undefined {
     if (attempt > this.policy.retries) return undefined;
     if (wait !== undefined && wait.ms > this.maxRetryAfter) return undefined;
-    if (this.policy.budget !== undefined && !this.policy.budget.tryRetry()) return undefined;
+    if (!charged && this.policy.budget !== undefined && !this.policy.budget.tryRetry()) {
+      return undefined;
+    }
     return Math.max(backoff(this.policy, attempt), wait?.ms ?? 0);
   }
 }
@@ -491,7 +497,7 @@ export class Call<R> extends AsyncResource {
       wait.ms > 0 &&
       (status === 429 || status === 503 || wait.source !== 'retry-after')
     ) {
-      this.#core.limiter.limiterFor(this.origin).pauseFor(wait.ms);
+      pauseKey(this.#core.limiter, this.origin, wait.ms);
     }
   }
 
@@ -533,7 +539,7 @@ export class Call<R> extends AsyncResource {
     const aborted = this.signal?.aborted === true;
     const delay =
       this.#retriable && !aborted && isTransient(error)
-        ? this.#core.retryDelay(n, undefined)
+        ? this.#core.retryDelay(n, undefined, attempt.charged)
         : undefined;
     if (delay === undefined) {
       this.#fail(
@@ -622,6 +628,8 @@ export class AttemptHandle<R> implements TaskRunner {
   #context: TaskContext | undefined = undefined;
   /** Whether the call has moved on from it: its response was delivered or retried, or it failed. */
   #decided = false;
+  /** Whether it took a retry budget's token for a retry of its response. */
+  charged = false;
 
   constructor(call: Call<R>, core: Core, attempt: number) {
     this.#call = call;
@@ -673,7 +681,8 @@ export class AttemptHandle<R> implements TaskRunner {
       }
       delay = call.retryDelay(this, status, wait);
     } catch (error) {
-      this.#endAfter(sent.discard(), context, false, error); // the client closed meanwhile
+      // Not expected (a closing client no longer pauses); should it happen, the attempt fails.
+      this.#endAfter(sent.discard(), context, false, error);
       return;
     }
     if (delay === undefined) {
@@ -684,7 +693,9 @@ export class AttemptHandle<R> implements TaskRunner {
       return;
     }
     // Thrown away, then retried: the slot is given back once the body is. Should the attempt
-    // fail meanwhile (time out while its body drains), that failure decides what comes next.
+    // fail meanwhile (time out while its body drains), that failure decides what comes next,
+    // with the budget's token already taken.
+    this.charged = true;
     const retried = delay;
     sent.discard().then(
       () => {

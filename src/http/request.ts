@@ -74,7 +74,10 @@ export function createRequest(options?: HttpOptions): LimitedRequestFunction {
           dispatcher,
         });
         const body = response.body;
+        // Rejects if the body fails before it closes. Only a delivered response's is awaited:
+        // one thrown away for a retry must not end the process as an unhandled rejection.
         const done = body.closed ? Promise.resolve() : once(body, 'close').then(() => undefined);
+        done.catch(() => undefined);
         return {
           status: response.statusCode,
           header: (name) => first(response.headers[name]),
