@@ -8,6 +8,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
+import { setTimeout as delay } from 'node:timers/promises';
 import {
   cli,
   indexes,
@@ -684,6 +685,7 @@ describe('sluice fetch: interrupts', () => {
   before(async () => {
     server = await startServer((req, res, _body, s) => {
       if (req.url?.startsWith('/hang')) s.held.push(res);
+      else if (req.url === '/busy') res.writeHead(503, { 'retry-after': '1' }).end();
       else setTimeout(() => res.end('ok'), 400);
     });
   });
@@ -757,6 +759,31 @@ describe('sluice fetch: interrupts', () => {
           'not run',
         ],
       );
+    },
+  );
+
+  it(
+    'refuses a retry due after the interrupt: the line is cancelled, the server asked once',
+    { timeout: 15_000 },
+    async () => {
+      const input = [`${server.url}/busy`, `${server.url}/slow-retry`];
+      const running = startCli(['fetch', '-q', '-c', '2', file('int4.txt', input)], {
+        env: { SLUICE_GRACE_MS: '5000' },
+      });
+      await until(() => server.requests.some((r) => r.url === '/busy'));
+      await delay(50); // the 503 has come: the line backs off for a second
+      running.interrupt();
+      const run = await running.done;
+      assert.equal(run.code, 130);
+      const records = run.records.sort((a, b) => Number(a.index) - Number(b.index));
+      assert.deepEqual(
+        records.map((r) => [r.index, r.error, r.attempts]),
+        [
+          [0, 'cancelled', 1],
+          [1, null, 1],
+        ],
+      );
+      assert.equal(server.requests.filter((r) => r.url === '/busy').length, 1);
     },
   );
 

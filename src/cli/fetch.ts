@@ -9,7 +9,6 @@
 import { STATUS_CODES } from 'node:http';
 import type { Call, CallSink } from '../http/client.ts';
 import { exchangeWith } from '../http/exchange.ts';
-import { limitersOf } from '../keyed.ts';
 import {
   createExchange,
   type ExchangeFunction,
@@ -332,10 +331,10 @@ export class FetchCommand implements Command<FetchTask> {
 
   stop(): void {
     this.#stopped = true;
-    // Closing an origin's limiter rejects what waits in its line (those lines become "not run")
-    // and lets what runs go on; a retry after this is refused (that line is "cancelled"). An
-    // origin with nothing in flight has nothing to refuse: no line is sent after this.
-    for (const limiter of limitersOf(this.#request.client.limiter)) void limiter.close();
+    // Closing the origins' limiters rejects what waits in their lines (those lines become "not
+    // run") and lets what runs go on; a retry after this is refused, whatever its origin (that
+    // line is "cancelled"). No line is sent after this.
+    void this.#request.client.limiter.close();
     this.#rate?.close();
   }
 
