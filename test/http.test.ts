@@ -1008,10 +1008,15 @@ describe('createFetch: close', { timeout: 10_000 }, () => {
     }
   });
 
-  it('can be closed twice', async () => {
+  it('can be closed twice, and makes no dispatcher once closed', async () => {
     const fetch = createFetch();
     await fetch.close();
     await fetch.close();
+    assert.throws(() => fetch.client.agent, ClosedError);
+    const used = createFetch();
+    const agent = used.client.agent;
+    await used.close();
+    assert.equal(used.client.agent, agent);
     const request = createRequest();
     await request.close();
     await request.close();

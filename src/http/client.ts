@@ -360,9 +360,13 @@ export class HttpClient {
   /**
    * The undici `Agent` that `https:` requests (and whatever the plain-HTTP client does not take)
    * go through: one pool per origin, as wide as the origin's concurrency. Made, and undici
-   * loaded, on first use.
+   * loaded, on first use. Once `close()` has been called: the one made before (closed with the
+   * client), or a `ClosedError` if none was, rather than a new one that nothing would close.
    */
   get agent(): Agent {
+    if (this.#agent === undefined && this.#closed !== undefined) {
+      throw new ClosedError('the HTTP client is closed');
+    }
     return (this.#agent ??= this.#newAgent());
   }
 
