@@ -43,6 +43,10 @@ export interface LimitedRequestFunction {
   close(options?: { deadline?: number }): Promise<void>;
 }
 
+function ignore(): void {
+  // a rejection already handled elsewhere, or not worth handling
+}
+
 function first(value: string | string[] | undefined): string | null {
   if (value === undefined) return null;
   return Array.isArray(value) ? (value[0] ?? null) : value;
@@ -77,7 +81,7 @@ export function createRequest(options?: HttpOptions): LimitedRequestFunction {
         // Rejects if the body fails before it closes. Only a delivered response's is awaited:
         // one thrown away for a retry must not end the process as an unhandled rejection.
         const done = body.closed ? Promise.resolve() : once(body, 'close').then(() => undefined);
-        done.catch(() => undefined);
+        done.catch(ignore);
         return {
           status: response.statusCode,
           header: (name) => first(response.headers[name]),
