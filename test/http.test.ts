@@ -992,7 +992,7 @@ describe('createFetch: close', { timeout: 10_000 }, () => {
       await until(() => server.arrivals.length === before + 2, 'both requests arrive');
       const closing = request.close();
       closed = true;
-      // The origin is not paused any more (nothing will be admitted), but what came is delivered.
+      // Closing, the client admits nothing more, so it pauses no origin: what came is delivered.
       const [first, second] = await Promise.all([exhausted, tooMany]);
       assert.deepEqual(
         [first.status, await bodyText(first)],
@@ -1115,7 +1115,7 @@ describe('createRequest', { timeout: 10_000 }, () => {
     assert.equal(list[1]!.attempts, 1);
   });
 
-  it('retries a 503 whose thrown-away body breaks off', async (t) => {
+  it('retries a 503 whose thrown-away body breaks off, with no unhandled rejection', async (t) => {
     const h = new Harness(t);
     const server = await h.serve(cutShort('destroy'));
     const request = h.request({ retry: { retries: 2, minDelay: 1, maxDelay: 1 } });

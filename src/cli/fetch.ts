@@ -331,9 +331,9 @@ export class FetchCommand implements Command<FetchTask> {
 
   stop(): void {
     this.#stopped = true;
-    // Closing the origins' limiters rejects what waits in their lines (those lines become "not
-    // run") and lets what runs go on; a retry after this is refused, whatever its origin (that
-    // line is "cancelled"). No line is sent after this.
+    // Closing the client's keyed limiter closes every origin's: what waits in their lines is
+    // rejected (those lines become "not run"), what runs goes on, and any attempt after this,
+    // whatever its origin, is refused (a retry's line is "cancelled"). Nothing is sent after.
     void this.#request.client.limiter.close();
     this.#rate?.close();
   }

@@ -43,8 +43,9 @@ export interface LimitedRequestFunction {
   close(options?: { deadline?: number }): Promise<void>;
 }
 
+/** A rejection handler that does nothing: it marks a promise's failure as seen. */
 function ignore(): void {
-  // a rejection already handled elsewhere, or not worth handling
+  // nothing to do
 }
 
 function first(value: string | string[] | undefined): string | null {
