@@ -827,33 +827,25 @@ describe('_h1: keep-alive', { timeout: 10_000 }, () => {
     assert.equal(server.open, 1);
   });
 
-  it('closes the connection after a Connection: close response and opens another for the next request', async (t) => {
-    const h = new Harness(t);
-    // The server says close but leaves the socket open: the client must close it.
-    const server = await h.raw(({ n, socket }) => {
-      socket.write(n === 1 ? ok('one', 'Connection: close\r\n') : ok('two'));
+  // Close among other connection options, in any case, as well as alone.
+  for (const header of ['Connection: close', 'Connection: Keep-Alive, CLOSE']) {
+    it(`closes the connection after a response with "${header}" and opens another for the next request`, async (t) => {
+      const h = new Harness(t);
+      // The server says close but leaves the socket open: the client must close it.
+      const server = await h.raw(({ n, socket }) => {
+        socket.write(n === 1 ? ok('one', `${header}\r\n`) : ok('two'));
+      });
+      const wire = h.wire();
+      assertDelivered(await send(wire, server.url()), 200, 'one');
+      await until(() => server.closed === 1, 'the client closed the first connection');
+      assertDelivered(await send(wire, server.url()), 200, 'two');
+      assert.equal(server.connections, 2);
+      assert.deepEqual(
+        server.requests.map((r) => r.connection),
+        [1, 2],
+      );
     });
-    const wire = h.wire();
-    assertDelivered(await send(wire, server.url()), 200, 'one');
-    await until(() => server.closed === 1, 'the client closed the first connection');
-    assertDelivered(await send(wire, server.url()), 200, 'two');
-    assert.equal(server.connections, 2);
-    assert.deepEqual(
-      server.requests.map((r) => r.connection),
-      [1, 2],
-    );
-  });
-
-  it('reads Connection: close among other connection options, in any case', async (t) => {
-    const h = new Harness(t);
-    const server = await h.raw(({ n, socket }) => {
-      socket.write(n === 1 ? ok('one', 'Connection: Keep-Alive, CLOSE\r\n') : ok('two'));
-    });
-    const wire = h.wire();
-    assertDelivered(await send(wire, server.url()), 200, 'one');
-    assertDelivered(await send(wire, server.url()), 200, 'two');
-    assert.equal(server.connections, 2);
-  });
+  }
 
   it('does not reuse the connection of an HTTP/1.0 response, unless it says keep-alive', async (t) => {
     const h = new Harness(t);
