@@ -43,7 +43,8 @@ export function parseRequest(options: AcquireOptions | undefined): Request {
 
 /** The error for a request no gate of this size could ever serve, or undefined if it fits. */
 export function tooHeavy(engine: Engine, weight: number): RangeError | undefined {
-  if (weight === 1 && engine.capacity >= 1 && engine.pacer === undefined) return undefined;
+  // Capacities, rate limits and bursts are all integers of at least 1: one permit always fits.
+  if (weight === 1) return undefined;
   if (weight > engine.capacity) {
     return new RangeError(
       `Expected \`weight\` to be at most the capacity ${engine.capacity}, got \`${weight}\` (number): it could never be granted`,

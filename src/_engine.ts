@@ -121,7 +121,7 @@ export class Engine {
     if (this.line.size > 0 || this.#held + weight > this.#capacity) return false;
     const pacer = this.#pacer;
     if (pacer !== undefined) {
-      const now = this.clock.now();
+      const now = pacer.timeless === true ? this.grantedAt : this.clock.now();
       if (pacer.delay(weight, now) > 0) return false;
       pacer.commit(weight, now);
       this.grantedAt = now;

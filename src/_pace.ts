@@ -29,6 +29,11 @@ export interface Pacer {
    * so the limit holds for starts as the code that makes them sees them.
    */
   restamp?(weight: number, bookedAt: number, startedAt: number): void;
+  /**
+   * True while neither `delay()` nor `commit()` depends on the instant given: the gate need not
+   * read the clock for them (a start then has no `grantedAt` that matters).
+   */
+  readonly timeless?: boolean;
 }
 
 /** Undoes one commit, if nothing was committed after it. */
@@ -211,17 +216,26 @@ export class Pace implements Pacer {
     return max;
   }
 
+  /** No window, and no pause ever set: see `Pacer.timeless`. */
+  get timeless(): boolean {
+    return this.windows.length === 0 && this.pausedUntil === -Infinity;
+  }
+
+  // Indexed loops: these run on every start, and a `for … of` costs an iterator each time until
+  // the code is optimised.
   delay(weight: number, now: number): number {
     let delay = this.pausedUntil > now ? this.pausedUntil - now : 0;
-    for (const window of this.windows) {
-      const d = window.delay(weight, now);
+    const windows = this.windows;
+    for (let i = 0; i < windows.length; i++) {
+      const d = windows[i]!.delay(weight, now);
       if (d > delay) delay = d;
     }
     return delay;
   }
 
   commit(weight: number, at: number): void {
-    for (const window of this.windows) window.commit(weight, at);
+    const windows = this.windows;
+    for (let i = 0; i < windows.length; i++) windows[i]!.commit(weight, at);
   }
 
   restamp(weight: number, bookedAt: number, startedAt: number): void {

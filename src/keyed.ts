@@ -75,7 +75,7 @@ class Global {
    * barging, as within a line).
    */
   pump(): void {
-    if (this.#pumping) return;
+    if (this.#pumping || this.ring.size === 0) return;
     this.#pumping = true;
     try {
       while (this.held < this.capacity && this.ring.size > 0) {
@@ -115,6 +115,11 @@ class KeyPacer implements Pacer {
 
   get maxWeight(): number {
     return Math.min(this.#pace.maxWeight, this.#global.capacity);
+  }
+
+  /** The global share counts permits, not time: timeless when the key's own pace is. */
+  get timeless(): boolean {
+    return this.#pace.timeless;
   }
 
   delay(weight: number, now: number): number {
@@ -192,6 +197,8 @@ export class KeyedLimiter<K = string> {
   readonly #idleTtl: number;
   readonly #clock: NonNullable<LimiterOptions['clock']>;
   readonly #keys = new Map<K, Entry>();
+  /** Keys idle now (`idleSince` finite): while there are none, nothing to sweep, no clock read. */
+  #idle = 0;
   #lastSweep = -Infinity;
   #closed: ClosedError | undefined;
 
@@ -212,9 +219,9 @@ export class KeyedLimiter<K = string> {
         runner.done(false, error); // options for this key that a Limiter refuses
         return;
       }
-      entry.idleSince = Infinity;
-      runTask(entry.limiter, runner, priority, signal);
-      if (entry.limiter.isIdle) entry.idleSince = keyed.#clock.now();
+      keyed.#busy(entry);
+      // Refused at once: the key never got busy (a task taken tells when it idles).
+      if (!runTask(entry.limiter, runner, priority, signal)) keyed.#idled(entry);
     };
   }
 
@@ -283,11 +290,22 @@ export class KeyedLimiter<K = string> {
     } catch (error) {
       return Promise.reject(error); // options for this key that a Limiter refuses
     }
-    entry.idleSince = Infinity;
+    this.#busy(entry);
     const result = entry.limiter.schedule(fn, options);
     // Refused at once (an aborted signal, a bad option): the key never got busy.
-    if (entry.limiter.isIdle) entry.idleSince = this.#clock.now();
+    if (entry.limiter.isIdle) this.#idled(entry);
     return result;
+  }
+
+  #busy(entry: Entry): void {
+    if (entry.idleSince === Infinity) return;
+    entry.idleSince = Infinity;
+    this.#idle--;
+  }
+
+  #idled(entry: Entry): void {
+    if (entry.idleSince === Infinity) this.#idle++;
+    entry.idleSince = this.#clock.now();
   }
 
   /** The limiter of `key`, made on first use: to pause a key, read its stats, or listen to its events. */
@@ -305,9 +323,10 @@ export class KeyedLimiter<K = string> {
       pacer.serve = () => {
         serveLine(limiter);
       };
-      const created: Entry = { limiter, pacer, idleSince: this.#clock.now() };
+      const created: Entry = { limiter, pacer, idleSince: Infinity };
+      this.#idled(created);
       limiter.on('idle', () => {
-        created.idleSince = this.#clock.now();
+        this.#idled(created);
       });
       entry = created;
       this.#keys.set(key, entry);
@@ -341,6 +360,7 @@ export class KeyedLimiter<K = string> {
 
   /** Forgets keys idle for `idleTtl`, at most twice per `idleTtl`: no timer, so an idle process can exit. */
   #sweep(): void {
+    if (this.#idle === 0) return;
     const now = this.#clock.now();
     if (now - this.#lastSweep < this.#idleTtl / 2) return;
     this.#lastSweep = now;
@@ -351,6 +371,7 @@ export class KeyedLimiter<K = string> {
         !entry.pacer.inRing
       ) {
         this.#keys.delete(key);
+        this.#idle--;
       }
     }
   }

@@ -228,6 +228,12 @@ export function whenAborted(context: TaskContext, target: AbortTarget): void {
  */
 export interface TaskRunner {
   /**
+   * The async context its attempts start in: the caller's, kept by a resource the runner already
+   * has (so that a task costs no AsyncResource of its own). Without it, the task keeps the context
+   * it was scheduled in.
+   */
+  readonly scope?: AsyncResource | undefined;
+  /**
    * Starts an attempt, as a task's `fn` would. The attempt holds its permits until
    * `endAttempt(context, …)` is called for it, once (a throw ends it at once, as a failure).
    */
@@ -251,14 +257,14 @@ let settleAttempt: (limiter: Limiter, attempt: Attempt, ok: boolean, outcome: un
 /**
  * Schedules a task run by `runner` (see {@link TaskRunner}): `schedule()` without a promise. A
  * task refused at once (closed, aborted, too heavy) gets `runner.done(false, reason)` before this
- * returns. @internal
+ * returns, and this returns false. @internal
  */
 export let runTask: (
   limiter: Limiter,
   runner: TaskRunner,
   priority: number | undefined,
   signal: AbortSignal | undefined,
-) => void;
+) => boolean;
 
 /** Ends the attempt behind `context` of a runner's task (see {@link TaskRunner}). @internal */
 export function endAttempt(context: TaskContext, ok: boolean, outcome: unknown): void {
@@ -281,8 +287,8 @@ export let failHeavy: (limiter: Limiter, max: number, what: string) => void;
 /** Whether a limiter has nothing running, waiting or backing off, and no rate history that matters at `now`. @internal */
 export let isForgettable: (limiter: Limiter, now: number) => boolean;
 
-/** A scheduled task. An `AsyncResource`, so its attempts run in the caller's async context. */
-class Task extends AsyncResource implements Waiter, AbortListener {
+/** A scheduled task. Its attempts run in the caller's async context, which `scope` keeps. */
+class Task implements Waiter, AbortListener {
   /** The weight in line; 0 once withdrawn. */
   weight: number;
   readonly cost: number;
@@ -294,6 +300,8 @@ class Task extends AsyncResource implements Waiter, AbortListener {
   readonly timeout: number;
   readonly signal: AbortSignal | undefined;
   readonly limiter: Limiter;
+  /** The caller's async context: the runner's, or the task's own. */
+  readonly scope: AsyncResource;
   resolve: (value: unknown) => void = noop;
   reject: (reason: unknown) => void = noop;
   state = State.Queued;
@@ -317,8 +325,8 @@ class Task extends AsyncResource implements Waiter, AbortListener {
     timeout: number,
     signal: AbortSignal | undefined,
   ) {
-    super('sluice.limiter');
     this.limiter = limiter;
+    this.scope = runner?.scope ?? new AsyncResource('sluice.limiter');
     this.id = id;
     this.fn = fn;
     this.runner = runner;
@@ -330,7 +338,7 @@ class Task extends AsyncResource implements Waiter, AbortListener {
   }
 
   grant(): void {
-    this.runInAsyncScope(startTask, undefined, this.limiter, this);
+    this.scope.runInAsyncScope(startTask, undefined, this.limiter, this);
   }
 
   fail(reason: unknown): void {
@@ -474,9 +482,10 @@ export class Limiter extends EventEmitter<LimiterEvents> implements Gate {
         );
       } catch (error) {
         runner.done(false, error);
-        return;
+        return false;
       }
       limiter.#enter(task);
+      return true;
     };
     wrapPace = (limiter, wrap) => {
       const pacer = wrap(limiter.#pace);
@@ -820,7 +829,7 @@ export class Limiter extends EventEmitter<LimiterEvents> implements Gate {
 
   /**
    * Back into the line for another attempt, from a backoff timer: in the caller's async context
-   * (the task is an AsyncResource), whatever clock fired the timer.
+   * (kept by the task's scope), whatever clock fired the timer.
    */
   #requeue(task: Task): void {
     const heavy = tooHeavy(this.#engine, task.cost);
@@ -830,7 +839,8 @@ export class Limiter extends EventEmitter<LimiterEvents> implements Gate {
     }
     task.state = State.Queued;
     task.weight = task.cost;
-    if (this.#engine.tryTake(task.cost)) task.runInAsyncScope(startTask, undefined, this, task);
+    if (this.#engine.tryTake(task.cost))
+      task.scope.runInAsyncScope(startTask, undefined, this, task);
     else this.#engine.enqueue(task, task.priority);
   }
 
@@ -853,7 +863,7 @@ export class Limiter extends EventEmitter<LimiterEvents> implements Gate {
       } else if (this.#engine.line.size === 0 && this.#engine.tryTake(task.cost)) {
         this.#parked.shift();
         this.#parkedLive--;
-        task.runInAsyncScope(startTask, undefined, this, task);
+        task.scope.runInAsyncScope(startTask, undefined, this, task);
       } else {
         break;
       }
@@ -914,12 +924,14 @@ export class Limiter extends EventEmitter<LimiterEvents> implements Gate {
       task.current = undefined;
       this.#running.delete(task);
       if (task.state === State.Running) {
-        if (ok) this.#finish(task, true, outcome);
+        if (ok) this.#conclude(task, true, outcome);
         else this.#attemptFailed(task, outcome);
       }
     }
+    // The release tells waiters of the room and of an empty line (`#lineLeft`): what is left to
+    // tell is whether the limiter went idle, once its permits are back.
     this.#engine.release(task.cost);
-    this.#checkIdle();
+    this.#checkIdle(false);
   }
 
   #onTimeout(task: Task, attempt: Attempt): void {
@@ -1007,6 +1019,12 @@ export class Limiter extends EventEmitter<LimiterEvents> implements Gate {
 
   /** The task is done: its promise settles, once. */
   #finish(task: Task, ok: boolean, outcome: unknown): void {
+    this.#conclude(task, ok, outcome);
+    this.#checkIdle();
+  }
+
+  /** `#finish()` without the idle check, for a caller that makes it later. */
+  #conclude(task: Task, ok: boolean, outcome: unknown): void {
     if (task.state === State.Done) return;
     task.state = State.Done;
     task.watch?.stop();
@@ -1023,7 +1041,6 @@ export class Limiter extends EventEmitter<LimiterEvents> implements Gate {
       else runner.done(false, outcome);
       if (this.listenerCount('failed') > 0) this.emit('failed', task.info(), outcome);
     }
-    this.#checkIdle();
   }
 
   /** Rejects everything that has not started: tasks queued, waiting for room or between attempts, and acquire() callers. */
@@ -1043,11 +1060,17 @@ export class Limiter extends EventEmitter<LimiterEvents> implements Gate {
     return this.#active === 0 && this.pendingCount === 0 && this.#between === 0;
   }
 
-  #checkIdle(): void {
-    if (this.pendingCount === 0 && this.#emptyWaiters.length > 0) {
-      for (const resolve of this.#emptyWaiters.splice(0)) resolve();
+  /**
+   * Tells who waits for an empty line, for room, or for idleness; `waiters: false` when only the
+   * last can have changed (the others were just told).
+   */
+  #checkIdle(waiters = true): void {
+    if (waiters) {
+      if (this.pendingCount === 0 && this.#emptyWaiters.length > 0) {
+        for (const resolve of this.#emptyWaiters.splice(0)) resolve();
+      }
+      this.#notifyRoom(false);
     }
-    this.#notifyRoom(false);
     if (!this.#isIdle()) return;
     if (this.#idleWaiters.length > 0) for (const resolve of this.#idleWaiters.splice(0)) resolve();
     if (this.#busy) {
