@@ -164,11 +164,13 @@ function parseUrl(task: FetchTask): void {
     task.error = text === '' ? 'no URL' : 'invalid URL';
     return;
   }
-  if (target.protocol !== 'http:' && target.protocol !== 'https:') {
-    task.error = `unsupported scheme "${target.protocol.slice(0, -1)}" (expected http or https)`;
+  const protocol = target.protocol;
+  if (protocol !== 'http:' && protocol !== 'https:') {
+    task.error = `unsupported scheme "${protocol.slice(0, -1)}" (expected http or https)`;
     return;
   }
-  if (target.username !== '' || target.password !== '') {
+  // Credentials come only with an "@" (the URL's getters are not free on a million lines).
+  if (text.includes('@') && (target.username !== '' || target.password !== '')) {
     // Credentials in the URL: sent as Basic authorization (as curl does), never recorded.
     const user = decoded(target.username);
     const password = decoded(target.password);

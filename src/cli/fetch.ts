@@ -266,7 +266,7 @@ export class FetchCommand implements Command<FetchTask> {
   }
 
   #answered(task: FetchTask, index: number, received: Exchanged, call: Call<Exchanged>): Outcome {
-    const end = performance.now();
+    const end = call.deliveredAt; // on the client's clock, the system's: performance.now()
     const status = received.status;
     const callError = call.error;
     const ok = status >= 200 && status < 300 && callError === undefined;

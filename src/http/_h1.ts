@@ -744,6 +744,7 @@ function trimmed(text: string, from: number, to: number): string {
 function hasToken(value: string | string[], token: string): boolean {
   const text = (joined(value) ?? '').toLowerCase();
   if (text === token) return true;
+  if (!text.includes(',')) return text.trim() === token; // one token, the usual case: no array
   for (const part of text.split(',')) if (part.trim() === token) return true;
   return false;
 }
@@ -782,9 +783,16 @@ function contentLength(value: string | string[]): number {
   return Number(first);
 }
 
+/** The `Keep-Alive` value read last, and what it gave. */
+const lastKeepAlive = { value: '', ms: IDLE_MS };
+
 /** How long to keep a connection idle, from the server's `Keep-Alive: timeout=N`. */
 function keepAliveMs(value: string): number {
+  // A server sends the same value every time: the last one read is remembered.
+  if (value === lastKeepAlive.value) return lastKeepAlive.ms;
   const match = /(?:^|[,\s])timeout=(\d+)/i.exec(value);
-  if (match === null) return IDLE_MS;
-  return Math.min(IDLE_MS, Number(match[1]) * 1000 - IDLE_MARGIN_MS);
+  const ms = match === null ? IDLE_MS : Math.min(IDLE_MS, Number(match[1]) * 1000 - IDLE_MARGIN_MS);
+  lastKeepAlive.value = value;
+  lastKeepAlive.ms = ms;
+  return ms;
 }

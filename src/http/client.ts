@@ -427,6 +427,8 @@ export class Call<R> extends AsyncResource {
   serverWait: ServerWait | undefined = undefined;
   /** Why the call failed, or why a delivered response was not retried (a wait too long). */
   error: string | undefined = undefined;
+  /** When the response was delivered, on the client's clock (0 until then). */
+  deliveredAt = 0;
   readonly #core: Core;
   readonly #transport: Transport<R>;
   readonly #sink: CallSink<R>;
@@ -440,6 +442,8 @@ export class Call<R> extends AsyncResource {
   #scheduled = 0;
   #attemptStart: number;
   #busyMs = 0;
+  /** Set while `next()` puts the first attempt in line: one that starts at once starts now. */
+  #entering = false;
 
   constructor(
     core: Core,
@@ -474,12 +478,16 @@ export class Call<R> extends AsyncResource {
   next(): void {
     this.#attemptStart = this.started;
     const attempt = new AttemptHandle(this, this.#core, ++this.#scheduled);
+    this.#entering = this.#scheduled === 1;
     runKeyed(this.#core.limiter, this.origin, attempt, this.#priority, this.signal);
+    this.#entering = false;
   }
 
   /** The attempt got its slot: it is sent now. */
   began(attempt: AttemptHandle<R>): void {
-    const now = this.#core.clock.now();
+    // A first attempt that got its slot without waiting starts when the call began, microseconds
+    // ago: no need to read the clock again.
+    const now = this.#entering ? this.started : this.#core.clock.now();
     this.#attemptStart = now;
     this.attempts = attempt.attempt;
     this.attemptStarts.push(now - this.started);
@@ -515,7 +523,9 @@ export class Call<R> extends AsyncResource {
   /** The response goes to the caller. */
   deliver(sent: Sent<R>, wait: ServerWait | undefined): void {
     const core = this.#core;
-    this.#busyMs += core.clock.now() - this.#attemptStart;
+    const now = core.clock.now();
+    this.deliveredAt = now;
+    this.#busyMs += now - this.#attemptStart;
     this.serverWait = wait;
     if (
       this.#retriable &&
@@ -627,6 +637,8 @@ function rethrow(error: unknown): never {
 export class AttemptHandle<R> implements TaskRunner {
   readonly #call: Call<R>;
   readonly #core: Core;
+  /** The call's async context, where the limiter starts the attempt. */
+  readonly scope: AsyncResource;
   /** 1, then 2 for the first retry, … */
   readonly attempt: number;
   #context: TaskContext | undefined = undefined;
@@ -638,6 +650,7 @@ export class AttemptHandle<R> implements TaskRunner {
   constructor(call: Call<R>, core: Core, attempt: number) {
     this.#call = call;
     this.#core = core;
+    this.scope = call;
     this.attempt = attempt;
   }
 
