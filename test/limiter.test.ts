@@ -1263,7 +1263,8 @@ describe('Limiter', () => {
       limiter.on('failed', (task, error) => log.push(['failed', task.id, String(error)]));
       limiter.on('retry', (task, info) => log.push(['retry', task.id, info.attempt, info.delay]));
       limiter.on('completed', (task, value) => log.push(['completed', task.id, value]));
-      limiter.on('idle', () => log.push(['idle']));
+      // Idle once the permits are back, not just once the tasks have settled.
+      limiter.on('idle', () => log.push(['idle', limiter.held]));
       // @ts-expect-error -- 'done' is not an event of a Limiter
       limiter.on('done', () => undefined);
       const all = Promise.allSettled([
@@ -1297,10 +1298,10 @@ describe('Limiter', () => {
         ['completed', 3, 'c'],
         ['active', 1, 2],
         ['completed', 1, 'a'],
-        ['idle'],
+        ['idle', 0],
         ['active', 4, 1],
         ['failed', 4, 'Error: fatal'],
-        ['idle'],
+        ['idle', 0],
       ]);
     });
   });
