@@ -446,6 +446,28 @@ describe('KeyedLimiter', () => {
       assert.equal(keyed.size, 1, 'once its rate history has lapsed, a is forgotten');
     });
 
+    it('forgets idle keys however often they were busy before, and again once they come back', async () => {
+      const clock = new ManualClock();
+      const keyed = new KeyedLimiter({ idleTtl: 1000, clock });
+      for (const at of [0, 200]) {
+        await clock.advanceTo(at);
+        // Two tasks of a at once: the second comes while a is busy already.
+        await Promise.all([
+          keyed.schedule('a', () => Promise.resolve('a')),
+          keyed.schedule('a', () => Promise.resolve('a')),
+          keyed.schedule('b', () => Promise.resolve('b')),
+        ]);
+      }
+      await clock.advanceTo(1200);
+      await keyed.schedule('b', () => 'b');
+      assert.equal(keyed.size, 1, 'a, idle since 200, is forgotten');
+      await keyed.schedule('a', () => 'a');
+      assert.equal(keyed.size, 2, 'a is back');
+      await clock.advanceTo(2200);
+      await keyed.schedule('c', () => 'c');
+      assert.equal(keyed.size, 1, 'a and b, idle since 1200, are forgotten; c is new');
+    });
+
     it('forgets a key whose only task was refused at once', async () => {
       const clock = new ManualClock();
       const keyed = new KeyedLimiter({ idleTtl: 1000, clock });
