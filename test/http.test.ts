@@ -14,6 +14,8 @@
  * first, so a client left waiting on a body still closes); the file exits on its own.
  */
 import assert from 'node:assert/strict';
+import { AsyncLocalStorage } from 'node:async_hooks';
+import diagnosticsChannel from 'node:diagnostics_channel';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { describe, it, type TestContext } from 'node:test';
@@ -204,6 +206,33 @@ describe('createFetch: concurrency', { timeout: 10_000 }, () => {
     assert.equal(server.arrivals.length, 12);
     assert.equal(server.peak, 3);
     assert.ok(server.connections <= 3, `${server.connections} connections`);
+  });
+
+  it('starts a request that waited for its slot in the async context of its caller', async (t) => {
+    const h = new Harness(t);
+    const server = await h.serve((_req, res) =>
+      setTimeout(() => {
+        reply(res, 200, {}, 'ok');
+      }, 30),
+    );
+    const request = h.request({ perOrigin: { concurrency: 1 } });
+    const als = new AsyncLocalStorage<string>();
+    // undici announces each request it makes, synchronously, where the attempt starts.
+    const seen: (string | undefined)[] = [];
+    const onCreate = (): void => {
+      seen.push(als.getStore());
+    };
+    diagnosticsChannel.subscribe('undici:request:create', onCreate);
+    t.after(() => diagnosticsChannel.unsubscribe('undici:request:create', onCreate));
+    const names = ['first', 'second', 'third'];
+    const bodies = await Promise.all(
+      names.map((name) =>
+        als.run(name, () => request(server.url(`/${name}`)).then((r) => r.body.text())),
+      ),
+    );
+    assert.deepEqual(bodies, ['ok', 'ok', 'ok']);
+    assert.equal(server.peak, 1, 'the second and third waited for the slot');
+    assert.deepEqual(seen, names);
   });
 
   it('holds the slot while the server is still sending the body', async (t) => {
