@@ -479,8 +479,11 @@ export class Call<R> extends AsyncResource {
     this.#attemptStart = this.started;
     const attempt = new AttemptHandle(this, this.#core, ++this.#scheduled);
     this.#entering = this.#scheduled === 1;
-    runKeyed(this.#core.limiter, this.origin, attempt, this.#priority, this.signal);
-    this.#entering = false;
+    try {
+      runKeyed(this.#core.limiter, this.origin, attempt, this.#priority, this.signal);
+    } finally {
+      this.#entering = false;
+    }
   }
 
   /** The attempt got its slot: it is sent now. */
