@@ -17,7 +17,7 @@ import {
   type IncomingMessage,
   type ServerResponse,
 } from 'node:http';
-import { createServer, type AddressInfo, type Socket } from 'node:net';
+import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { describe, it, type TestContext } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import { promisify } from 'node:util';
@@ -254,6 +254,16 @@ function writeAndClose(socket: Socket, bytes: string | Buffer): void {
   else socket.end(() => socket.destroy());
 }
 
+/** A server's origin and URLs, before it listens (`#listen()` sets the origin). */
+function unlistened(): { origin: string; url(path?: string): URL } {
+  return {
+    origin: '',
+    url(path = '/') {
+      return new URL(path, this.origin);
+    },
+  };
+}
+
 /** The wires, clients and servers of one test (or of one property run), closed at its end. */
 class Harness {
   readonly #clients: (() => unknown)[] = [];
@@ -283,13 +293,20 @@ class Harness {
     return exchange;
   }
 
+  /** Starts `server` on 127.0.0.1 and sets `state.origin`; at the end, `stop()`, then it closes. */
+  async #listen(server: Server, state: { origin: string }, stop: () => void): Promise<void> {
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    state.origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    this.#servers.push(async () => {
+      stop();
+      await new Promise((resolve) => server.close(resolve));
+    });
+  }
+
   /** A `node:net` server that reads requests (Content-Length bodies) and lets `respond` answer. */
   async raw(respond: Responder): Promise<RawServer> {
     const state: RawServer = {
-      origin: '',
-      url(path = '/') {
-        return new URL(path, this.origin);
-      },
+      ...unlistened(),
       connections: 0,
       closed: 0,
       requests: [],
@@ -328,12 +345,8 @@ class Harness {
         }
       });
     });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    (state as { origin: string }).origin =
-      `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-    this.#servers.push(async () => {
+    await this.#listen(server, state, () => {
       for (const socket of state.sockets) socket.destroy();
-      await new Promise((resolve) => server.close(resolve));
     });
     return state;
   }
@@ -343,10 +356,7 @@ class Harness {
     handler: (req: IncomingMessage, res: ServerResponse, n: number) => void,
   ): Promise<HttpServer> {
     const state: HttpServer = {
-      origin: '',
-      url(path = '/') {
-        return new URL(path, this.origin);
-      },
+      ...unlistened(),
       connections: 0,
       open: 0,
       active: 0,
@@ -371,12 +381,8 @@ class Harness {
       req.resume();
       handler(req, res, state.requests.length);
     });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    (state as { origin: string }).origin =
-      `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-    this.#servers.push(async () => {
+    await this.#listen(server, state, () => {
       server.closeAllConnections();
-      await new Promise((resolve) => server.close(resolve));
     });
     return state;
   }

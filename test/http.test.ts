@@ -69,6 +69,14 @@ function reply(
 /** What the n-th request gets: a status (with headers), a dropped connection, or no answer. */
 type Step = number | { status: number; headers: Record<string, string> } | 'destroy' | 'hang';
 
+/** A handler that answers every request with a 200 and `body`, `ms` after it arrives. */
+function answerAfter(ms: number, body = 'ok'): Handler {
+  return (_req, res) =>
+    setTimeout(() => {
+      reply(res, 200, {}, body);
+    }, ms);
+}
+
 /** A handler that answers the n-th request with `steps[n - 1]` (the last step once they run out). */
 function sequence(...steps: Step[]): Handler {
   return (req, res, n) => {
@@ -193,11 +201,7 @@ function reports(): { list: RequestReport[]; onReport: (report: RequestReport) =
 describe('createFetch: concurrency', { timeout: 10_000 }, () => {
   it('never has more requests in flight at the server than perOrigin.concurrency', async (t) => {
     const h = new Harness(t);
-    const server = await h.serve((_req, res) =>
-      setTimeout(() => {
-        reply(res, 200, {}, 'ok');
-      }, 30),
-    );
+    const server = await h.serve(answerAfter(30));
     const fetch = h.fetch({ perOrigin: { concurrency: 3 } });
     const bodies = await Promise.all(
       Array.from({ length: 12 }, (_, i) => fetch(server.url(`/${i}`)).then((r) => r.text())),
@@ -210,11 +214,7 @@ describe('createFetch: concurrency', { timeout: 10_000 }, () => {
 
   it('starts a request that waited for its slot in the async context of its caller', async (t) => {
     const h = new Harness(t);
-    const server = await h.serve((_req, res) =>
-      setTimeout(() => {
-        reply(res, 200, {}, 'ok');
-      }, 30),
-    );
+    const server = await h.serve(answerAfter(30));
     const request = h.request({ perOrigin: { concurrency: 1 } });
     const als = new AsyncLocalStorage<string>();
     // undici announces each request it makes, synchronously, where the attempt starts.
@@ -330,11 +330,7 @@ describe('createFetch: concurrency', { timeout: 10_000 }, () => {
 describe('createFetch: origins', { timeout: 10_000 }, () => {
   it('keeps origins independent: a saturated one does not hold up another', async (t) => {
     const h = new Harness(t);
-    const slow = await h.serve((_req, res) =>
-      setTimeout(() => {
-        reply(res, 200, {}, 'slow');
-      }, 150),
-    );
+    const slow = await h.serve(answerAfter(150, 'slow'));
     let slowArrivedBeforeFast = -1;
     const fast = await h.serve((_req, res) => {
       slowArrivedBeforeFast = slow.arrivals.length;
@@ -402,11 +398,7 @@ describe('createFetch: origins', { timeout: 10_000 }, () => {
     const paced = await h.serve((_req, res) => {
       reply(res, 200, {}, 'ok');
     });
-    const free = await h.serve((_req, res) =>
-      setTimeout(() => {
-        reply(res, 200, {}, 'ok');
-      }, 50),
-    );
+    const free = await h.serve(answerAfter(50));
     const fetch = h.fetch({ origins: { [paced.origin]: { rate: '10/s' } } });
     // One request first, so that the measured ones go over an open connection: the time to
     // connect would otherwise delay the first arrival and shorten the first gap.
@@ -913,11 +905,7 @@ describe('createFetch: responses and reports', { timeout: 10_000 }, () => {
 
   it('reports the time spent waiting for a slot', async (t) => {
     const h = new Harness(t);
-    const server = await h.serve((_req, res) =>
-      setTimeout(() => {
-        reply(res, 200, {}, 'ok');
-      }, 200),
-    );
+    const server = await h.serve(answerAfter(200));
     const fetch = h.fetch({ perOrigin: { concurrency: 1 } });
     const { list, onReport } = reports();
     await Promise.all(
@@ -975,11 +963,7 @@ describe('createFetch: responses and reports', { timeout: 10_000 }, () => {
 describe('createFetch: close', { timeout: 10_000 }, () => {
   it('rejects waiting requests with a ClosedError, and later ones too', async (t) => {
     const h = new Harness(t);
-    const server = await h.serve((_req, res) =>
-      setTimeout(() => {
-        reply(res, 200, {}, 'ok');
-      }, 100),
-    );
+    const server = await h.serve(answerAfter(100));
     // Not through the harness: this test closes the client itself.
     const fetch = createFetch({ perOrigin: { concurrency: 1 } });
     let closed = false;
@@ -1072,11 +1056,7 @@ describe('createFetch: close', { timeout: 10_000 }, () => {
 describe('createRequest', { timeout: 10_000 }, () => {
   it('never has more requests in flight at the server than perOrigin.concurrency', async (t) => {
     const h = new Harness(t);
-    const server = await h.serve((_req, res) =>
-      setTimeout(() => {
-        reply(res, 200, {}, 'ok');
-      }, 30),
-    );
+    const server = await h.serve(answerAfter(30));
     const request = h.request({ perOrigin: { concurrency: 2 } });
     const bodies = await Promise.all(
       Array.from({ length: 8 }, (_, i) => request(server.url(`/${i}`)).then((r) => r.body.text())),
