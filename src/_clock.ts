@@ -3,6 +3,14 @@
  * hand (tables over named instants, never sleeps) and production uses the real one.
  */
 
+/**
+ * The longest delay a timer is armed for at once: what Node's timers take (2^31 - 1 ms, about 24.8
+ * days). Node turns a longer delay into 1 ms, with a TimeoutOverflowWarning each time: a wait of 30
+ * days would become a busy loop. Every timer of the library is armed here (`Timer`, and the system
+ * clock's own), for at most this long, and re-armed for what is left when it fires.
+ */
+export const MAX_TIMER_DELAY = 2 ** 31 - 1;
+
 /** An opaque timer handle, as returned by the clock's `setTimeout`. */
 export type TimerHandle = unknown;
 
@@ -12,7 +20,8 @@ export interface Clock {
   now(): number;
   /**
    * Calls `callback` after about `ms` milliseconds. A clock's timer may fire early or late: code
-   * that must not act early re-reads `now()` when it fires.
+   * that must not act early re-reads `now()` when it fires. sluice never asks for more than
+   * `MAX_TIMER_DELAY` at once.
    */
   setTimeout(callback: () => void, ms: number): TimerHandle;
   clearTimeout(handle: TimerHandle): void;
@@ -44,11 +53,13 @@ function preciseTimeout(callback: () => void, ms: number): PreciseTimer {
     timer.timeout = timer.immediate = undefined;
     const remaining = target - performance.now();
     if (remaining <= 0) callback();
-    else if (remaining > SPIN + 1) timer.timeout = setTimeout(check, remaining - SPIN);
+    else arm(remaining);
+  };
+  const arm = (left: number): void => {
+    if (left > SPIN + 1) timer.timeout = setTimeout(check, Math.min(left - SPIN, MAX_TIMER_DELAY));
     else timer.immediate = setImmediate(check);
   };
-  if (ms > SPIN + 1) timer.timeout = setTimeout(check, ms - SPIN);
-  else timer.immediate = setImmediate(check);
+  arm(ms);
   return timer;
 }
 
@@ -67,7 +78,8 @@ export const systemClock: Clock = {
 /**
  * A timer that never fires before its time on `clock`: when the clock's timer fires early, it
  * re-reads `now()` and waits out the rest. (The system clock is already precise; an injected one
- * need not be.)
+ * need not be.) A delay longer than `MAX_TIMER_DELAY` is waited out in steps of at most that, so
+ * any clock's timer is asked only for delays it can keep. The one way the library waits.
  */
 export class Timer {
   readonly #clock: Clock;
@@ -89,14 +101,17 @@ export class Timer {
   }
 
   #arm(ms: number): void {
-    this.#handle = this.#clock.setTimeout(() => {
-      const left = this.#due - this.#clock.now();
-      if (left > 0) {
-        this.#arm(left);
-        return;
-      }
-      this.#handle = undefined;
-      this.#callback();
-    }, ms);
+    this.#handle = this.#clock.setTimeout(
+      () => {
+        const left = this.#due - this.#clock.now();
+        if (left > 0) {
+          this.#arm(left);
+          return;
+        }
+        this.#handle = undefined;
+        this.#callback();
+      },
+      Math.min(ms, MAX_TIMER_DELAY),
+    );
   }
 }

@@ -14,7 +14,7 @@
  *   so a rate counts starts, not requests;
  * - no timer runs while nobody waits.
  */
-import type { Clock, TimerHandle } from './_clock.ts';
+import { Timer, type Clock } from './_clock.ts';
 import type { Pacer } from './_pace.ts';
 import { PriorityQueue, type Entry } from './_queue.ts';
 
@@ -36,7 +36,7 @@ export class Engine {
   #capacity: number;
   #held = 0;
   #pacer: Pacer | undefined;
-  #timer: TimerHandle = undefined;
+  #timer: Timer | undefined = undefined;
   #timerAt = Infinity;
   #draining = false;
   /** Set by `close()`: every later request fails with it. */
@@ -265,25 +265,27 @@ export class Engine {
     }
   }
 
-  /** One timer for the front's pacer wait. An early fire just serves the line, which re-checks. */
+  /** One timer for the front's pacer wait; serving the line when it fires re-checks the pacer. */
   #armTimer(now: number, delay: number): void {
     if (delay === Infinity) return; // paused until kicked
     const at = now + delay;
     if (this.#timer !== undefined) {
       if (this.#timerAt <= at) return;
-      this.clock.clearTimeout(this.#timer);
+      this.#timer.cancel();
     }
     this.#timerAt = at;
-    this.#timer = this.clock.setTimeout(() => {
-      this.#timer = undefined;
-      this.#timerAt = Infinity;
-      this.drain();
-    }, delay);
+    this.#timer = new Timer(this.clock, delay, this.#fire);
   }
+
+  readonly #fire = (): void => {
+    this.#timer = undefined;
+    this.#timerAt = Infinity;
+    this.drain();
+  };
 
   #clearTimer(): void {
     if (this.#timer === undefined) return;
-    this.clock.clearTimeout(this.#timer);
+    this.#timer.cancel();
     this.#timer = undefined;
     this.#timerAt = Infinity;
   }

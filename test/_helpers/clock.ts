@@ -21,6 +21,11 @@ export interface ManualClockOptions {
    * to ~1.5 ms early against performance.now()): code must re-read the clock, not trust the timer.
    */
   early?: number;
+  /**
+   * Treat a delay longer than 2^31 - 1 ms as Node's timers do: as 1 ms. Code that arms such a
+   * delay then spins, which `armed` shows.
+   */
+  nodeOverflow?: boolean;
 }
 
 export class ManualClock implements Clock {
@@ -28,10 +33,14 @@ export class ManualClock implements Clock {
   #nextId = 1;
   #timers: Timer[] = [];
   readonly #early: number;
+  readonly #nodeOverflow: boolean;
+  /** Timers armed so far (every `setTimeout` call). */
+  armed = 0;
 
   constructor(start = 0, options: ManualClockOptions = {}) {
     this.#now = start;
     this.#early = options.early ?? 0;
+    this.#nodeOverflow = options.nodeOverflow ?? false;
   }
 
   now(): number {
@@ -39,6 +48,8 @@ export class ManualClock implements Clock {
   }
 
   setTimeout(callback: () => void, ms: number): TimerHandle {
+    this.armed++;
+    if (this.#nodeOverflow && ms > 2 ** 31 - 1) ms = 1;
     // Early by `early` when the delay is at least twice that; a shorter one (the re-check after an
     // early fire) is on time, so time always moves on by a sizeable step.
     const delay = Math.max(0, ms >= 2 * this.#early ? ms - this.#early : ms);
