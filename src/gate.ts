@@ -38,13 +38,26 @@ export interface Permit extends Disposable, AsyncDisposable {
   readonly signal: AbortSignal;
 }
 
-/** A limiting primitive: something you acquire before doing work and release after. */
+/**
+ * A limiting primitive: something you acquire before doing work and release after. A gate whose
+ * backend cannot answer at once (a shared one, in Redis) has only the asynchronous path,
+ * `acquire()`; an in-memory gate also answers synchronously (`tryAcquire`, see {@link SyncGate}).
+ * The layers above ask `tryAcquire` where there is one, and `acquire()` otherwise.
+ */
 export interface Gate {
   /**
    * Waits for permission. Rejects with `signal.reason` when aborted and with a `TimeoutError` when
    * the timeout elapses, leaving the gate exactly as if it had never been called.
    */
   acquire(options?: AcquireOptions): Promise<Permit>;
-  /** Takes a permit only if one is free now and nobody is waiting; never barges past waiters. */
+  /**
+   * Takes a permit only if one is free now and nobody is waiting; never barges past waiters.
+   * Absent on gates that cannot answer synchronously.
+   */
+  tryAcquire?(weight?: number): Permit | undefined;
+}
+
+/** A gate that can also answer synchronously: every in-memory gate of sluice. */
+export interface SyncGate extends Gate {
   tryAcquire(weight?: number): Permit | undefined;
 }

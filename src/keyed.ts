@@ -8,35 +8,52 @@
  * front of the ring gets one start, and if it still has ready work it joins the ring again at the
  * back: one start per key per turn, whatever each key's backlog.
  *
+ * A global rate works the same way: a key ready but for the global rate joins the ring, and one
+ * timer (for the front of the ring) serves it when the rate allows. Global gates given instead of
+ * numbers (a shared concurrency or rate) are passed by each key's attempts after the key's own
+ * concurrency gate and rate gates respectively (see `OuterGates` in limiter.ts).
+ *
  * Invariants: the global permits held equal the sum over keys of what their tasks hold; a key is in
- * the ring at most once; a start is committed to its key's rate at the instant it happens.
+ * the ring at most once; a start is committed to its key's rate, and to the global rate, at the
+ * instant it happens; every attempt of every key passes the global limits.
  */
+import { Timer, type Clock } from './_clock.ts';
 import { Deque } from './_deque.ts';
-import type { Pace, Pacer } from './_pace.ts';
+import { concurrencyOption } from './_gates.ts';
+import { Pace, type Pacer } from './_pace.ts';
+import type { RateSpec } from './_parse.ts';
+import type { TaskContext, TaskRunner } from './_task.ts';
 import * as v from './_validate.ts';
 import { ClosedError } from './errors.ts';
+import type { Gate } from './gate.ts';
 import {
-  failHeavy,
-  isForgettable,
   Limiter,
-  runTask,
-  serveLine,
-  wrapPace,
+  OUTER_GATES,
   type CloseOptions,
+  type KeyLimiterOptions,
   type LimiterOptions,
+  type OuterGates,
   type ScheduleOptions,
-  type TaskContext,
-  type TaskRunner,
 } from './limiter.ts';
+import { buildWindows, parseRatesAndGates, type RateOptions } from './rate.ts';
 import { systemClock } from './_clock.ts';
 
 /** The options of one key's limiter. */
 export type PerKeyOptions = Omit<LimiterOptions, 'clock'>;
 
 /** Options for {@link KeyedLimiter}. */
-export interface KeyedLimiterOptions<K = string> {
-  /** At most this many tasks (by weight) run at once across all keys. @default Infinity */
-  concurrency?: number;
+export interface KeyedLimiterOptions<K = string> extends Omit<RateOptions, 'rate'> {
+  /**
+   * At most this many tasks (by weight) run at once across all keys; or a gate that keeps the
+   * global concurrency instead (a shared one), which every attempt of every key passes.
+   * @default Infinity
+   */
+  concurrency?: number | Gate;
+  /**
+   * A rate (or several) kept across all keys, by every attempt of every key: `'50/s'`, or a gate
+   * in its place (a `RateLimiter`, a shared one). @default none
+   */
+  rate?: RateSpec | Gate | readonly (RateSpec | Gate)[];
   /**
    * The limits of each key: any `Limiter` option (concurrency, rate, retry, timeout, …), or a
    * function of the key that returns them (for per-key overrides).
@@ -50,18 +67,42 @@ export interface KeyedLimiterOptions<K = string> {
   clock?: LimiterOptions['clock'];
 }
 
-/** The global concurrency shared by the keys, and the ring of keys waiting for it. */
+/** The global concurrency and rate shared by the keys, and the ring of keys waiting for them. */
 class Global {
   capacity: number;
   held = 0;
+  /** The global rate windows (none: no global rate). */
+  readonly pace: Pace;
   readonly ring = new Deque<KeyPacer>();
   /** The key whose turn it is, while `pump()` serves it. */
   turn: KeyPacer | undefined;
   #pumping = false;
+  readonly #clock: Clock;
+  #timer: Timer | undefined;
+  #timerAt = Infinity;
 
-  constructor(capacity: number) {
+  constructor(capacity: number, pace: Pace, clock: Clock) {
     this.capacity = capacity;
+    this.pace = pace;
+    this.#clock = clock;
   }
+
+  /** Serves the ring when the global rate allows a start `delay` ms from `now`. */
+  wake(now: number, delay: number): void {
+    const at = now + delay;
+    if (this.#timer !== undefined) {
+      if (this.#timerAt <= at) return;
+      this.#timer.cancel();
+    }
+    this.#timerAt = at;
+    this.#timer = new Timer(this.#clock, delay, this.#fire);
+  }
+
+  readonly #fire = (): void => {
+    this.#timer = undefined;
+    this.#timerAt = Infinity;
+    this.pump();
+  };
 
   register(key: KeyPacer): void {
     if (key.inRing) return;
@@ -114,12 +155,12 @@ class KeyPacer implements Pacer {
   }
 
   get maxWeight(): number {
-    return Math.min(this.#pace.maxWeight, this.#global.capacity);
+    return Math.min(this.#pace.maxWeight, this.#global.capacity, this.#global.pace.maxWeight);
   }
 
-  /** The global share counts permits, not time: timeless when the key's own pace is. */
+  /** The global concurrency counts permits, not time: timeless when both paces are. */
   get timeless(): boolean {
-    return this.#pace.timeless;
+    return this.#pace.timeless && this.#global.pace.timeless;
   }
 
   delay(weight: number, now: number): number {
@@ -129,7 +170,16 @@ class KeyPacer implements Pacer {
     // Ready but for the global share: take a slot if it is this key's turn, or if nobody else is
     // waiting for one; otherwise wait in the ring.
     if (global.held + weight <= global.capacity) {
-      if (global.turn === this || (global.turn === undefined && global.ring.size === 0)) return 0;
+      if (global.turn === this || (global.turn === undefined && global.ring.size === 0)) {
+        const paced = global.pace.delay(weight, now);
+        if (paced === 0) return 0;
+        // The global rate holds it back: the ring is served when it allows a start.
+        global.wake(now, paced);
+        if (global.turn === this) {
+          this.starved = true; // the pump keeps this key at the front of the ring
+          return Infinity;
+        }
+      }
     } else if (global.turn === this) {
       this.starved = true; // the pump keeps this key at the front of the ring
       return Infinity;
@@ -140,6 +190,7 @@ class KeyPacer implements Pacer {
 
   commit(weight: number, at: number): void {
     this.#pace.commit(weight, at);
+    this.#global.pace.commit(weight, at);
     this.#global.held += weight;
     if (this.#global.turn === this) this.#global.turn = undefined;
   }
@@ -151,27 +202,9 @@ class KeyPacer implements Pacer {
 
   restamp(weight: number, bookedAt: number, startedAt: number): void {
     this.#pace.restamp(weight, bookedAt, startedAt);
+    this.#global.pace.restamp(weight, bookedAt, startedAt);
   }
 }
-
-/**
- * Schedules a task run by `runner` within `key`'s limits (see `TaskRunner` in limiter.ts):
- * `schedule()` without a promise. A task refused at once gets `runner.done(false, reason)`
- * before this returns. @internal
- */
-export let runKeyed: <K>(
-  keyed: KeyedLimiter<K>,
-  key: K,
-  runner: TaskRunner,
-  priority: number | undefined,
-  signal: AbortSignal | undefined,
-) => void;
-
-/**
- * Pauses `key` for `ms` (see `Limiter.pauseFor()`); nothing once the keyed limiter is closed,
- * since nothing more will start: what a response that arrives while it closes asks for. @internal
- */
-export let pauseKey: <K>(keyed: KeyedLimiter<K>, key: K, ms: number) => void;
 
 interface Entry {
   limiter: Limiter;
@@ -193,44 +226,23 @@ interface Entry {
  */
 export class KeyedLimiter<K = string> {
   readonly #global: Global;
+  /** The global gates given instead of numbers, for every key's limiter to pass. */
+  readonly #outer: OuterGates;
   readonly #perKey: PerKeyOptions | ((key: K) => PerKeyOptions);
   readonly #idleTtl: number;
-  readonly #clock: NonNullable<LimiterOptions['clock']>;
+  readonly #clock: Clock;
   readonly #keys = new Map<K, Entry>();
   /** Keys idle now (`idleSince` finite): while there are none, nothing to sweep, no clock read. */
   #idle = 0;
   #lastSweep = -Infinity;
   #closed: ClosedError | undefined;
 
-  static {
-    pauseKey = (keyed, key, ms) => {
-      if (keyed.#closed === undefined) keyed.#entry(key).limiter.pauseFor(ms);
-    };
-    runKeyed = (keyed, key, runner, priority, signal) => {
-      if (keyed.#closed !== undefined) {
-        runner.done(false, keyed.#closed);
-        return;
-      }
-      keyed.#sweep();
-      let entry: Entry;
-      try {
-        entry = keyed.#entry(key);
-      } catch (error) {
-        runner.done(false, error); // options for this key that a Limiter refuses
-        return;
-      }
-      keyed.#busy(entry);
-      // Refused at once: the key never got busy (a task taken tells when it idles).
-      if (!runTask(entry.limiter, runner, priority, signal)) keyed.#idled(entry);
-    };
-  }
-
   constructor(options: KeyedLimiterOptions<K> = {}) {
     v.options('options', options);
-    const concurrency =
-      options.concurrency === undefined
-        ? Infinity
-        : v.integer('concurrency', options.concurrency, 1, true);
+    const { capacity: concurrency, gate } = concurrencyOption('concurrency', options.concurrency);
+    const outerConcurrency: Gate[] = gate === undefined ? [] : [gate];
+    const { parsed: parsedRate, gates: rateGates } = parseRatesAndGates(options);
+    this.#outer = { concurrency: outerConcurrency, rate: rateGates };
     const perKey = options.perKey;
     if (typeof perKey === 'function') {
       this.#perKey = perKey;
@@ -241,9 +253,45 @@ export class KeyedLimiter<K = string> {
     this.#idleTtl =
       options.idleTtl === undefined ? 60_000 : v.number('idleTtl', options.idleTtl, 0, true);
     this.#clock = options.clock ?? systemClock;
-    this.#global = new Global(concurrency);
+    this.#global = new Global(concurrency, new Pace(buildWindows(parsedRate)), this.#clock);
     // Check fixed per-key options once, now, rather than at the first key.
     if (typeof this.#perKey !== 'function') new Limiter({ ...this.#perKey, clock: this.#clock });
+  }
+
+  /**
+   * Schedules a task run by `runner` within `key`'s limits (see `TaskRunner`): `schedule()`
+   * without a promise, for the HTTP client. A task refused at once gets
+   * `runner.done(false, reason)` before this returns. @internal
+   */
+  runTask(
+    key: K,
+    runner: TaskRunner,
+    priority: number | undefined,
+    signal: AbortSignal | undefined,
+  ): void {
+    if (this.#closed !== undefined) {
+      runner.done(false, this.#closed);
+      return;
+    }
+    this.#sweep();
+    let entry: Entry;
+    try {
+      entry = this.#entry(key);
+    } catch (error) {
+      runner.done(false, error); // options for this key that a Limiter refuses
+      return;
+    }
+    this.#busy(entry);
+    // Refused at once: the key never got busy (a task taken tells when it idles).
+    if (!entry.limiter.lifecycle.runTask(runner, priority, signal)) this.#idled(entry);
+  }
+
+  /**
+   * Pauses `key` for `ms` (see `Limiter.pauseFor()`); nothing once closed, since nothing more
+   * will start: what a response that arrives while it closes asks for. @internal
+   */
+  pauseKey(key: K, ms: number): void {
+    if (this.#closed === undefined) this.#entry(key).limiter.pauseFor(ms);
   }
 
   /** The global concurrency. Settable: a raise starts waiting tasks at once. */
@@ -252,10 +300,16 @@ export class KeyedLimiter<K = string> {
   }
 
   set concurrency(concurrency: number) {
+    if (this.#outer.concurrency.length > 0) {
+      throw new TypeError('Cannot set `concurrency`: it is kept by a gate; resize the gate itself');
+    }
     this.#global.capacity = v.integer('concurrency', concurrency, 1, true);
     // Tasks heavier than the new global concurrency could never start: they fail, as a Limiter's do.
     for (const { limiter } of this.#keys.values())
-      failHeavy(limiter, concurrency, `the global concurrency ${concurrency}`);
+      limiter.lifecycle.engine.failHeavierThan(
+        concurrency,
+        `the global concurrency ${concurrency}`,
+      );
     this.#global.pump();
   }
 
@@ -318,10 +372,14 @@ export class KeyedLimiter<K = string> {
     let entry = this.#keys.get(key);
     if (entry === undefined) {
       const perKey = typeof this.#perKey === 'function' ? this.#perKey(key) : this.#perKey;
-      const limiter = new Limiter({ ...perKey, clock: this.#clock });
-      const pacer = wrapPace(limiter, (pace) => new KeyPacer(pace, this.#global));
+      const options: KeyLimiterOptions = { ...perKey, clock: this.#clock };
+      if (this.#outer.concurrency.length > 0 || this.#outer.rate.length > 0)
+        options[OUTER_GATES] = this.#outer;
+      const limiter = new Limiter(options);
+      const lifecycle = limiter.lifecycle;
+      const pacer = lifecycle.wrapPace((pace) => new KeyPacer(pace, this.#global));
       pacer.serve = () => {
-        serveLine(limiter);
+        lifecycle.engine.drain();
       };
       const created: Entry = { limiter, pacer, idleSince: Infinity };
       this.#idled(created);
@@ -367,7 +425,7 @@ export class KeyedLimiter<K = string> {
     for (const [key, entry] of this.#keys) {
       if (
         now - entry.idleSince >= this.#idleTtl &&
-        isForgettable(entry.limiter, now) &&
+        entry.limiter.lifecycle.isForgettable(now) &&
         !entry.pacer.inRing
       ) {
         this.#keys.delete(key);

@@ -7,12 +7,14 @@
  * the line re-reads the clock and the windows decide.
  */
 import { request, tooHeavy } from './_acquire.ts';
+import { isGate } from './_gates.ts';
 import { systemClock, type Clock } from './_clock.ts';
 import { Engine } from './_engine.ts';
 import { Pace, SlidingLog, Spacing, type Window } from './_pace.ts';
 import { formatRate, parseRate, type Rate, type RateSpec } from './_parse.ts';
 import * as v from './_validate.ts';
 import { ClosedError } from './errors.ts';
+import type { Gate } from './gate.ts';
 
 export type { Rate, RateSpec } from './_parse.ts';
 
@@ -103,6 +105,23 @@ export function parseRateOptions(options: RateOptions, name = ''): ParsedRate {
     }
   }
   return { rates, burst, window };
+}
+
+/**
+ * Rate options whose `rate` may hold gates among the rates (`[gate, '10/s']`): the rates parsed,
+ * and the gates apart, in their order. @internal
+ */
+export function parseRatesAndGates(options: Omit<RateOptions, 'rate'> & { rate?: unknown }): {
+  parsed: ParsedRate;
+  gates: Gate[];
+} {
+  const rate = options.rate;
+  if (rate === undefined || !(Array.isArray(rate) || isGate(rate))) {
+    return { parsed: parseRateOptions(options as RateOptions), gates: [] };
+  }
+  const list: readonly unknown[] = Array.isArray(rate) ? rate : [rate];
+  const specs = list.filter((spec) => !isGate(spec)) as RateSpec[];
+  return { parsed: parseRateOptions({ ...options, rate: specs }), gates: list.filter(isGate) };
 }
 
 /**

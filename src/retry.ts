@@ -67,54 +67,127 @@ export interface RetryOptions {
   random?: () => number;
 }
 
-/** Parsed and checked retry options, shared with the Limiter. @internal */
-export interface RetryPolicy {
-  retries: number;
-  minDelay: number;
-  maxDelay: number;
-  factor: number;
-  jitter: Jitter;
-  retryIf: ((error: unknown, attempt: number) => boolean | PromiseLike<boolean>) | undefined;
-  maxRetryAfter: number;
-  budget: RetryBudget | undefined;
-  onRetry: ((info: RetryInfo) => void) | undefined;
-  random: () => number;
-}
+/** What the retry policy decided about a failed attempt: wait `delay` ms and retry, or stop with `error`. @internal */
+export type RetryDecision = { delay: number } | { error: unknown };
 
-/** Checks retry options once. @internal */
-export function retryPolicy(
-  options: Omit<RetryOptions, 'signal' | 'clock'> | undefined,
-  name = 'retry',
-): RetryPolicy {
-  v.options(name, options);
-  const o = options ?? {};
-  const policy: RetryPolicy = {
-    retries: o.retries === undefined ? 3 : v.integer(`${name}.retries`, o.retries, 0, true),
-    minDelay: o.minDelay === undefined ? 100 : v.number(`${name}.minDelay`, o.minDelay, 0),
-    maxDelay: o.maxDelay === undefined ? 30_000 : v.number(`${name}.maxDelay`, o.maxDelay, 0, true),
-    factor: o.factor === undefined ? 2 : v.number(`${name}.factor`, o.factor, 1),
-    jitter:
+type RetryIf = (error: unknown, attempt: number) => boolean | PromiseLike<boolean>;
+
+/**
+ * The one retry driver's rules: checked options, and the decision after each failed attempt.
+ * `retry()`, the task life cycle (`Limiter`, `KeyedLimiter`, the HTTP client, `sluice exec`) all
+ * decide through `decide()`, so attempts, backoff, jitter, server waits, budget and abort mean the
+ * same everywhere. @internal
+ */
+export class RetryPolicy {
+  readonly retries: number;
+  readonly minDelay: number;
+  readonly maxDelay: number;
+  readonly factor: number;
+  readonly jitter: Jitter;
+  readonly retryIf: RetryIf | undefined;
+  readonly maxRetryAfter: number;
+  readonly budget: RetryBudget | undefined;
+  readonly onRetry: ((info: RetryInfo) => void) | undefined;
+  readonly random: () => number;
+
+  /** Checks the options; `name` prefixes the option names in errors. */
+  constructor(options: Omit<RetryOptions, 'signal' | 'clock'> | undefined, name = 'retry') {
+    v.options(name, options);
+    const o = options ?? {};
+    this.retries = o.retries === undefined ? 3 : v.integer(`${name}.retries`, o.retries, 0, true);
+    this.minDelay = o.minDelay === undefined ? 100 : v.number(`${name}.minDelay`, o.minDelay, 0);
+    this.maxDelay =
+      o.maxDelay === undefined ? 30_000 : v.number(`${name}.maxDelay`, o.maxDelay, 0, true);
+    this.factor = o.factor === undefined ? 2 : v.number(`${name}.factor`, o.factor, 1);
+    this.jitter =
       o.jitter === undefined
         ? 'full'
-        : v.oneOf(`${name}.jitter`, o.jitter, ['full', 'equal', 'none'] as const),
-    retryIf: o.retryIf,
-    maxRetryAfter:
+        : v.oneOf(`${name}.jitter`, o.jitter, ['full', 'equal', 'none'] as const);
+    this.maxRetryAfter =
       o.maxRetryAfter === undefined
         ? Infinity
-        : v.number(`${name}.maxRetryAfter`, o.maxRetryAfter, 0, true),
-    budget: o.budget,
-    onRetry: o.onRetry,
-    random: o.random ?? Math.random,
-  };
-  if (o.retryIf !== undefined) v.fn(`${name}.retryIf`, o.retryIf);
-  if (o.onRetry !== undefined) v.fn(`${name}.onRetry`, o.onRetry);
-  if (o.random !== undefined) v.fn(`${name}.random`, o.random);
-  if (o.budget !== undefined && !(o.budget instanceof RetryBudget)) {
-    throw new TypeError(
-      `Expected \`${name}.budget\` to be a RetryBudget, got ${v.describe(o.budget)}`,
-    );
+        : v.number(`${name}.maxRetryAfter`, o.maxRetryAfter, 0, true);
+    if (o.retryIf !== undefined) v.fn(`${name}.retryIf`, o.retryIf);
+    if (o.onRetry !== undefined) v.fn(`${name}.onRetry`, o.onRetry);
+    if (o.random !== undefined) v.fn(`${name}.random`, o.random);
+    if (o.budget !== undefined && !(o.budget instanceof RetryBudget)) {
+      throw new TypeError(
+        `Expected \`${name}.budget\` to be a RetryBudget, got ${v.describe(o.budget)}`,
+      );
+    }
+    this.retryIf = o.retryIf;
+    this.budget = o.budget;
+    this.onRetry = o.onRetry;
+    this.random = o.random ?? Math.random;
   }
-  return policy;
+
+  /** The jittered backoff before retry `retry` (1-based), before any server hint. */
+  backoff(retry: number): number {
+    const base = Math.min(this.maxDelay, this.minDelay * this.factor ** (retry - 1));
+    switch (this.jitter) {
+      case 'none':
+        return base;
+      case 'equal':
+        return base / 2 + this.random() * (base / 2);
+      case 'full':
+        return this.random() * base;
+    }
+  }
+
+  /**
+   * Decides whether attempt `attempt` (1-based), which failed with `error`, is retried, and after
+   * how long: never when `signal` has aborted, when `retryIf` (the caller's, or the policy's)
+   * says no, when the retries are used up, when the server asked for a wait longer than
+   * `maxRetryAfter`, or when the budget has no token left; otherwise after the backoff, and never
+   * sooner than the server asked. Synchronous unless `retryIf` returns a promise. A retry takes
+   * its token from the budget here.
+   */
+  decide(
+    error: unknown,
+    attempt: number,
+    signal: AbortSignal | undefined,
+    retryIf: RetryIf | undefined = this.retryIf,
+  ): RetryDecision | Promise<RetryDecision> {
+    if (signal?.aborted === true) return { error: signal.reason };
+    if (retryIf === undefined) return this.#decide(error, attempt);
+    const verdict = retryIf(error, attempt);
+    if (typeof verdict === 'boolean') {
+      return verdict ? this.#decide(error, attempt) : { error };
+    }
+    return Promise.resolve(verdict).then((yes): RetryDecision => {
+      // `aborted` may have changed during the wait.
+      if (signal?.aborted === true) return { error: signal.reason };
+      return yes ? this.#decide(error, attempt) : { error };
+    });
+  }
+
+  #decide(error: unknown, attempt: number): RetryDecision {
+    const message = error instanceof Error ? error.message : String(error);
+    const after = `${attempt} attempt${attempt === 1 ? '' : 's'}`;
+    if (attempt > this.retries) {
+      return {
+        error: new RetryError(`failed after ${after}: ${message}`, attempt, { cause: error }),
+      };
+    }
+    const hint = retryAfterOf(error);
+    if (hint !== undefined && hint > this.maxRetryAfter) {
+      return {
+        error: new RetryError(
+          `the server asked to wait ${Math.ceil(hint)}ms, more than maxRetryAfter (${this.maxRetryAfter}ms), after ${after}: ${message}`,
+          attempt,
+          { cause: error },
+        ),
+      };
+    }
+    if (this.budget !== undefined && !this.budget.tryRetry()) {
+      return {
+        error: new RetryError(`retry budget exhausted after ${after}: ${message}`, attempt, {
+          cause: error,
+        }),
+      };
+    }
+    return { delay: Math.max(this.backoff(attempt), hint ?? 0) };
+  }
 }
 
 /** The server's requested wait carried by an error, if any (`retryAfterMs`, milliseconds). */
@@ -122,65 +195,6 @@ export function retryAfterOf(error: unknown): number | undefined {
   if (typeof error !== 'object' || error === null) return undefined;
   const hint = (error as { retryAfterMs?: unknown }).retryAfterMs;
   return typeof hint === 'number' && hint >= 0 && Number.isFinite(hint) ? hint : undefined;
-}
-
-/** The jittered backoff before retry `retry` (1-based), before any server hint. @internal */
-export function backoff(policy: RetryPolicy, retry: number): number {
-  const base = Math.min(policy.maxDelay, policy.minDelay * policy.factor ** (retry - 1));
-  switch (policy.jitter) {
-    case 'none':
-      return base;
-    case 'equal':
-      return base / 2 + policy.random() * (base / 2);
-    case 'full':
-      return policy.random() * base;
-  }
-}
-
-/**
- * Decides whether, and after how long, a failed attempt is retried. Returns the delay in
- * milliseconds, or the error to reject with. @internal
- */
-export async function nextDelay(
-  policy: RetryPolicy,
-  error: unknown,
-  attempt: number,
-  signal: AbortSignal | undefined,
-): Promise<{ delay: number } | { error: unknown }> {
-  if (signal?.aborted === true) return { error: signal.reason };
-  if (policy.retryIf !== undefined && !(await policy.retryIf(error, attempt))) return { error };
-  // `aborted` may have changed during the await.
-  if ((signal?.aborted as boolean | undefined) === true) return { error: signal?.reason };
-  const message = error instanceof Error ? error.message : String(error);
-  if (attempt > policy.retries) {
-    return {
-      error: new RetryError(
-        `failed after ${attempt} attempt${attempt === 1 ? '' : 's'}: ${message}`,
-        attempt,
-        { cause: error },
-      ),
-    };
-  }
-  const hint = retryAfterOf(error);
-  if (hint !== undefined && hint > policy.maxRetryAfter) {
-    return {
-      error: new RetryError(
-        `the server asked to wait ${Math.ceil(hint)}ms, more than maxRetryAfter (${policy.maxRetryAfter}ms), after ${attempt} attempt${attempt === 1 ? '' : 's'}: ${message}`,
-        attempt,
-        { cause: error },
-      ),
-    };
-  }
-  if (policy.budget !== undefined && !policy.budget.tryRetry()) {
-    return {
-      error: new RetryError(
-        `retry budget exhausted after ${attempt} attempt${attempt === 1 ? '' : 's'}: ${message}`,
-        attempt,
-        { cause: error },
-      ),
-    };
-  }
-  return { delay: Math.max(backoff(policy, attempt), hint ?? 0) };
 }
 
 /** Waits `ms` on `clock`; rejects with the signal's reason as soon as it aborts. @internal */
@@ -239,7 +253,7 @@ export async function retry<T>(
   options?: RetryOptions,
 ): Promise<Awaited<T>> {
   v.fn('fn', fn);
-  const policy = retryPolicy(options, 'options');
+  const policy = new RetryPolicy(options, 'options');
   const signal = v.signal('options.signal', options?.signal);
   const clock = options?.clock ?? systemClock;
   for (let attempt = 1; ; attempt++) {
@@ -249,8 +263,8 @@ export async function retry<T>(
       const result = fn({ attempt, signal: signal ?? NEVER_ABORTED });
       return await (signal === undefined ? result : untilAborted(result, signal));
     } catch (error) {
-      const next = await nextDelay(policy, error, attempt, signal);
-      if ('error' in next) throw next.error;
+      const next = await policy.decide(error, attempt, signal);
+      if (!('delay' in next)) throw next.error;
       policy.onRetry?.({ error, attempt, delay: next.delay });
       await sleep(clock, next.delay, signal);
     }

@@ -16,7 +16,7 @@ import { spawn } from 'node:child_process';
 import { kill } from 'node:process';
 import { systemClock } from '../_clock.ts';
 import { Limiter } from '../limiter.ts';
-import { backoff, retryPolicy, sleep, type RetryPolicy } from '../retry.ts';
+import { RetryPolicy, sleep } from '../retry.ts';
 import type { CliIo } from './io.ts';
 import type { Command, Outcome } from './run.ts';
 
@@ -103,7 +103,7 @@ export class ExecCommand implements Command<ExecTask> {
       concurrency: settings.concurrency,
       ...(settings.rates.length > 0 ? { rate: settings.rates } : {}),
     });
-    this.#policy = retryPolicy({ retries: settings.retries, minDelay: 200, maxDelay: 10_000 });
+    this.#policy = new RetryPolicy({ retries: settings.retries, minDelay: 200, maxDelay: 10_000 });
   }
 
   parse(line: string): ExecTask {
@@ -152,7 +152,7 @@ export class ExecCommand implements Command<ExecTask> {
       attempts.push(attempt);
       if (attempt.error === null || attempt.cancelled || n > this.#policy.retries) break;
       try {
-        await sleep(systemClock, backoff(this.#policy, n), signal);
+        await sleep(systemClock, this.#policy.backoff(n), signal);
       } catch {
         interrupted = true;
         break;

@@ -20,16 +20,16 @@ import { systemClock } from '../_clock.ts';
 import type { RateSpec } from '../_parse.ts';
 import * as v from '../_validate.ts';
 import { ClosedError, RetryError, TimeoutError } from '../errors.ts';
-import { KeyedLimiter, pauseKey, runKeyed } from '../keyed.ts';
+import { KeyedLimiter } from '../keyed.ts';
 import {
   endAttempt,
   whenAborted,
   type AbortTarget,
   type TaskContext,
   type TaskRunner,
-} from '../limiter.ts';
+} from '../_task.ts';
 import type { WindowKind } from '../rate.ts';
-import { backoff, retryPolicy, sleep, type RetryOptions, type RetryPolicy } from '../retry.ts';
+import { RetryPolicy, sleep, type RetryOptions } from '../retry.ts';
 import { serverWait, type HeaderGetter, type ServerWait } from './feedback.ts';
 import { IDEMPOTENT, Wire } from './_h1.ts';
 import { undici } from './_undici.ts';
@@ -242,7 +242,7 @@ class Core {
     if (!charged && this.policy.budget !== undefined && !this.policy.budget.tryRetry()) {
       return undefined;
     }
-    return Math.max(backoff(this.policy, attempt), wait?.ms ?? 0);
+    return Math.max(this.policy.backoff(attempt), wait?.ms ?? 0);
   }
 }
 
@@ -303,7 +303,7 @@ export class HttpClient {
       typeof retry === 'number' ? { retries: v.integer('retry', retry, 0, true) } : retry;
     v.options('retry', retryOptions);
     const { methods, statuses, ...rest } = retryOptions;
-    const policy = retryPolicy(rest, 'retry');
+    const policy = new RetryPolicy(rest, 'retry');
     const maxRetryAfter =
       options.maxRetryAfter === undefined
         ? 60_000
@@ -480,7 +480,7 @@ export class Call<R> extends AsyncResource {
     const attempt = new AttemptHandle(this, this.#core, ++this.#scheduled);
     this.#entering = this.#scheduled === 1;
     try {
-      runKeyed(this.#core.limiter, this.origin, attempt, this.#priority, this.signal);
+      this.#core.limiter.runTask(this.origin, attempt, this.#priority, this.signal);
     } finally {
       this.#entering = false;
     }
@@ -512,7 +512,7 @@ export class Call<R> extends AsyncResource {
       wait.ms > 0 &&
       (status === 429 || status === 503 || wait.source !== 'retry-after')
     ) {
-      pauseKey(this.#core.limiter, this.origin, wait.ms);
+      this.#core.limiter.pauseKey(this.origin, wait.ms);
     }
   }
 

@@ -9,7 +9,7 @@
  * exactly as long as the server is busy with the request.
  */
 import type { Dispatcher } from 'undici';
-import type { AbortTarget } from '../limiter.ts';
+import type { AbortTarget } from '../_task.ts';
 import {
   HttpClient,
   startCall,

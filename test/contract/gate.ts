@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { Gate, Permit } from '../../src/gate.ts';
+import type { Permit, SyncGate as Gate } from '../../src/gate.ts';
 import { TimeoutError } from '../../src/errors.ts';
 import { deferred, flush, ManualClock, state } from '../_helpers/clock.ts';
 
