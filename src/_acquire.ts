@@ -81,8 +81,10 @@ export class EnginePermit implements Permit {
   release(_outcome?: ReleaseOutcome): void {
     const engine = this.#engine;
     if (engine === undefined) return;
-    this.#engine = undefined;
+    // Released once the engine took the permits back: a release that throws (more than is held,
+    // after a misuse of the gate's own release()) leaves the permit as it was.
     engine.release(this.weight);
+    this.#engine = undefined;
   }
 
   [Symbol.dispose](): void {

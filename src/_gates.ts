@@ -96,6 +96,33 @@ export function passGates(
   return held;
 }
 
+/**
+ * Takes a permit of every gate in `gates` now, appending them to `held`, or nothing: returns
+ * undefined (after giving back everything, `held` included) as soon as a gate cannot answer at
+ * once, or has no room; throws (after the same) what a gate throws.
+ */
+export function tryPassGates(
+  gates: readonly Gate[],
+  weight: number,
+  held: Permit[],
+): Permit[] | undefined {
+  for (const gate of gates) {
+    let permit: Permit | undefined;
+    try {
+      permit = gate.tryAcquire?.(weight);
+    } catch (error) {
+      releaseAll(held);
+      throw error;
+    }
+    if (permit === undefined) {
+      releaseAll(held);
+      return undefined;
+    }
+    held.push(permit);
+  }
+  return held;
+}
+
 /** Several permits held as one: released together, the last taken first. */
 export class PermitGroup implements Permit {
   readonly weight: number;

@@ -33,6 +33,6 @@ export {
   type RetryInfo,
   type RetryOptions,
 } from './retry.ts';
-export type { AcquireOptions, Gate, Permit, ReleaseOutcome } from './gate.ts';
+export type { AcquireOptions, Gate, Permit, ReleaseOutcome, SyncGate } from './gate.ts';
 export type { Clock, TimerHandle } from './_clock.ts';
 export { SluiceError, TimeoutError, ClosedError, QueueFullError, RetryError } from './errors.ts';

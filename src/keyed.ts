@@ -76,7 +76,8 @@ class Global {
   readonly ring = new Deque<KeyPacer>();
   /** The key whose turn it is, while `pump()` serves it. */
   turn: KeyPacer | undefined;
-  #pumping = false;
+  /** Set while `pump()` serves the ring. */
+  pumping = false;
   readonly #clock: Clock;
   #timer: Timer | undefined;
   #timerAt = Infinity;
@@ -116,8 +117,8 @@ class Global {
    * barging, as within a line).
    */
   pump(): void {
-    if (this.#pumping || this.ring.size === 0) return;
-    this.#pumping = true;
+    if (this.pumping || this.ring.size === 0) return;
+    this.pumping = true;
     try {
       while (this.held < this.capacity && this.ring.size > 0) {
         const key = this.ring.shift() as KeyPacer;
@@ -134,7 +135,7 @@ class Global {
         }
       }
     } finally {
-      this.#pumping = false;
+      this.pumping = false;
     }
   }
 }
@@ -167,20 +168,29 @@ class KeyPacer implements Pacer {
     const own = this.#pace.delay(weight, now);
     if (own > 0) return own;
     const global = this.#global;
-    // Ready but for the global share: take a slot if it is this key's turn, or if nobody else is
-    // waiting for one; otherwise wait in the ring.
+    // Ready but for the global share: take a slot if it is this key's turn, if nobody else is
+    // waiting for one, or if this key is first in the ring (what held it back left: a cancelled
+    // heavier task); otherwise wait in the ring.
+    const mine =
+      global.turn === this ||
+      (global.turn === undefined &&
+        !global.pumping &&
+        (global.ring.size === 0 || global.ring.peek() === this));
     if (global.held + weight <= global.capacity) {
-      if (global.turn === this || (global.turn === undefined && global.ring.size === 0)) {
+      if (mine) {
         const paced = global.pace.delay(weight, now);
-        if (paced === 0) return 0;
+        if (paced === 0) {
+          if (global.turn !== this && this.inRing) {
+            global.ring.shift();
+            this.inRing = false;
+          }
+          return 0;
+        }
         // The global rate holds it back: the ring is served when it allows a start.
         global.wake(now, paced);
-        if (global.turn === this) {
-          this.starved = true; // the pump keeps this key at the front of the ring
-          return Infinity;
-        }
       }
-    } else if (global.turn === this) {
+    }
+    if (global.turn === this) {
       this.starved = true; // the pump keeps this key at the front of the ring
       return Infinity;
     }

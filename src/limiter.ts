@@ -13,9 +13,9 @@
  * permits of its own gate and of every gate given to it, `tryAcquire()` the same or nothing).
  */
 import { EventEmitter } from 'node:events';
-import { makePermit, parseRequest, request } from './_acquire.ts';
+import { makePermit, parseRequest, request, tooHeavy } from './_acquire.ts';
 import { systemClock, type Clock } from './_clock.ts';
-import { concurrencyOption, isGate, passGates, PermitGroup } from './_gates.ts';
+import { concurrencyOption, isGate, passGates, PermitGroup, tryPassGates } from './_gates.ts';
 import { Lifecycle } from './_lifecycle.ts';
 import { Pace } from './_pace.ts';
 import { formatRate, type RateSpec } from './_parse.ts';
@@ -344,37 +344,35 @@ export class Limiter extends EventEmitter<LimiterEvents> implements SyncGate {
     const own = request(lifecycle.engine, options, makePermit);
     if (lifecycle.gates.length === 0) return own;
     const { weight, priority, signal, timeout } = parseRequest(options);
+    const clock = lifecycle.engine.clock;
+    const asked = timeout === Infinity ? 0 : clock.now();
     return own.then(async (permit) => {
-      const gates = await passGates(lifecycle.gates, { weight, priority, signal, timeout }, [
+      // The gates have what is left of the timeout.
+      const left = timeout === Infinity ? Infinity : Math.max(0, timeout - (clock.now() - asked));
+      const held = await passGates(lifecycle.gates, { weight, priority, signal, timeout: left }, [
         permit,
       ]);
-      return new PermitGroup(weight, gates);
+      return new PermitGroup(weight, held);
     });
   }
 
   /**
    * Takes permits now if they are free, the rate allows it, nobody waits, and every gate given in
-   * their place answers at once with one.
+   * their place answers at once with one (never, then, when one of them has no synchronous path).
    */
   tryAcquire(weight = 1): Permit | undefined {
     v.integer('weight', weight, 1);
     const lifecycle = this.lifecycle;
     if (lifecycle.closing !== undefined) throw lifecycle.closing;
     const engine = lifecycle.engine;
+    const heavy = tooHeavy(engine, weight);
+    if (heavy !== undefined) throw heavy; // as acquire() rejects: it could never be granted
     if (!engine.tryTake(weight)) return undefined;
     engine.restampLater(weight, engine.grantedAt, 1);
     const permit = makePermit(engine, weight);
     if (lifecycle.gates.length === 0) return permit;
-    const held: Permit[] = [permit];
-    for (const gate of lifecycle.gates) {
-      const more = gate.tryAcquire?.(weight);
-      if (more === undefined) {
-        for (let i = held.length - 1; i >= 0; i--) held[i]!.release();
-        return undefined;
-      }
-      held.push(more);
-    }
-    return new PermitGroup(weight, held);
+    const held = tryPassGates(lifecycle.gates, weight, [permit]);
+    return held === undefined ? undefined : new PermitGroup(weight, held);
   }
 
   /** Stops starting tasks until `resume()`. Running tasks go on. */

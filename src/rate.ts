@@ -6,7 +6,7 @@
  * and one timer (for the front only) wakes the line. A timer that fires early changes nothing:
  * the line re-reads the clock and the windows decide.
  */
-import { request, tooHeavy } from './_acquire.ts';
+import { NEVER_ABORTED, request, tooHeavy } from './_acquire.ts';
 import { isGate } from './_gates.ts';
 import { systemClock, type Clock } from './_clock.ts';
 import { Engine } from './_engine.ts';
@@ -14,7 +14,7 @@ import { Pace, SlidingLog, Spacing, type Window } from './_pace.ts';
 import { formatRate, parseRate, type Rate, type RateSpec } from './_parse.ts';
 import * as v from './_validate.ts';
 import { ClosedError } from './errors.ts';
-import type { Gate } from './gate.ts';
+import type { AcquireOptions, Gate, Permit, ReleaseOutcome, SyncGate } from './gate.ts';
 
 export type { Rate, RateSpec } from './_parse.ts';
 
@@ -165,6 +165,31 @@ export function replaceRate(
   return parsed;
 }
 
+/** A start admitted by a rate: it holds nothing, so its release gives nothing back. */
+class StartPermit implements Permit {
+  readonly weight: number;
+
+  constructor(weight: number) {
+    this.weight = weight;
+  }
+
+  get signal(): AbortSignal {
+    return NEVER_ABORTED;
+  }
+
+  release(_outcome?: ReleaseOutcome): void {
+    // A start is counted when it happens; there is nothing to give back.
+  }
+
+  [Symbol.dispose](): void {
+    this.release();
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
 /**
  * Admits at most `limit` starts per `interval`, on an injectable clock. Callers `wait()` in a
  * FIFO line; several rates are kept at once, and a start is admitted only when all allow it.
@@ -188,7 +213,7 @@ export function replaceRate(
  * }
  * ```
  */
-export class RateLimiter {
+export class RateLimiter implements SyncGate {
   readonly #engine: Engine;
   readonly #pace: Pace;
   #parsed: ParsedRate;
@@ -238,6 +263,28 @@ export class RateLimiter {
   /** Milliseconds until a start of weight 1 would be admitted, ignoring the line (0: now). */
   get retryAfter(): number {
     return this.#pace.delay(1, this.#engine.clock.now());
+  }
+
+  /**
+   * The gate contract's way in: waits as `wait()` does, and resolves to a permit whose release
+   * gives nothing back (a rate counts starts; the window's passing makes room). What lets a
+   * `RateLimiter` stand where a gate is expected: `new Limiter({ rate: rateLimiter })`.
+   */
+  acquire(options?: AcquireOptions): Promise<Permit> {
+    return request(
+      this.#engine,
+      options,
+      (engine, weight) => {
+        engine.release(weight); // a rate holds nothing: the start is all it counts
+        return new StartPermit(weight);
+      },
+      'wait',
+    );
+  }
+
+  /** Admits a start of `weight` now, as `tryTake()` does, as a permit; `undefined` if it cannot. */
+  tryAcquire(weight = 1): Permit | undefined {
+    return this.tryTake(weight) ? new StartPermit(weight) : undefined;
   }
 
   /**

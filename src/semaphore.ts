@@ -14,7 +14,7 @@
  * - every queued promise settles.
  */
 import { AsyncResource } from 'node:async_hooks';
-import { makePermit, request } from './_acquire.ts';
+import { makePermit, request, tooHeavy } from './_acquire.ts';
 import { systemClock, type Clock } from './_clock.ts';
 import { Engine, type Waiter } from './_engine.ts';
 import * as v from './_validate.ts';
@@ -252,12 +252,15 @@ export class Semaphore implements Gate {
 
   /**
    * Takes `weight` permits if they are free now and nobody is waiting; otherwise returns
-   * `undefined`. Never barges past waiters. Throws the close reason once closed.
+   * `undefined`. Never barges past waiters. Throws the close reason once closed, and a
+   * `RangeError` for a weight above the capacity (as `acquire()` rejects with one).
    */
   tryAcquire(weight = 1): Permit | undefined {
     v.integer('weight', weight, 1);
     const engine = this.#engine;
     if (engine.closed) throw engine.closeReason;
+    const heavy = tooHeavy(engine, weight);
+    if (heavy !== undefined) throw heavy; // as acquire() rejects: it could never be granted
     return engine.tryTake(weight) ? makePermit(engine, weight) : undefined;
   }
 

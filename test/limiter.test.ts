@@ -25,20 +25,6 @@ import {
   type TaskInfo,
 } from '../src/index.ts';
 import { deferred, flush, ManualClock, state } from './_helpers/clock.ts';
-import { gateContract } from './contract/gate.ts';
-
-gateContract('Limiter', (capacity, clock) => {
-  const limiter = new Limiter({ concurrency: capacity, clock });
-  return {
-    gate: limiter,
-    // Permits out, by weight: running tasks' and acquire()'s.
-    held: () => limiter.held,
-    waiting: () => limiter.stats().pending,
-    setCapacity: (n) => {
-      limiter.concurrency = n;
-    },
-  };
-});
 
 type Deferred = ReturnType<typeof deferred<string>>;
 

@@ -207,8 +207,10 @@ class Model {
   }
 
   /** The granted request, or why not. */
-  tryAcquire(weight: number): Request | 'refused' | 'closed' {
+  tryAcquire(weight: number): Request | 'refused' | 'closed' | 'tooHeavy' {
     if (this.closed) return 'closed';
+    // A weight that could never be granted throws, as acquire() rejects.
+    if (weight > this.capacity) return 'tooHeavy';
     if (this.line.length > 0 || weight > this.capacity - this.held) {
       reached.tryRefused++;
       return 'refused';
@@ -708,11 +710,18 @@ class TryAcquire extends Step {
     try {
       permit = sem.tryAcquire(this.weight);
     } catch (error) {
-      assert.equal(expected, 'closed', `tryAcquire threw ${String(error)}`);
-      verifyFault(real, 'tryAcquire', error, { kind: 'closed' });
+      if (expected === 'closed') {
+        verifyFault(real, 'tryAcquire', error, { kind: 'closed' });
+        return;
+      }
+      assert.equal(expected, 'tooHeavy', `tryAcquire threw ${String(error)}`);
+      verifyFault(real, 'tryAcquire', error, tooHeavy(this.weight, model.capacity));
       return;
     }
     if (expected === 'closed') assert.fail('tryAcquire after close() must throw');
+    if (expected === 'tooHeavy') {
+      assert.fail(`tryAcquire(${this.weight}) must throw: it could never be granted`);
+    }
     assert.equal(
       permit !== undefined,
       free,

@@ -1,22 +1,33 @@
 /**
  * The gate contract, as one suite that every gate runs: `gateContract('Semaphore', factory)`.
- * What it pins: mutual exclusion, FIFO within a priority, no barging, cancellation that leaves the
- * gate as it was, idempotent permits released by `using`, resizing.
+ * What it pins: admission within the capacity, FIFO within a priority, no barging, cancellation
+ * that leaves the gate as it was, idempotent permits released by `using`, the same error for a
+ * request too heavy on both paths, and (for gates of permits) resizing.
+ *
+ * Two kinds of gate meet it. A gate of permits (a semaphore, a limiter's concurrency) has room
+ * again when a permit is released. A rate gate (`RateLimiter`) admits `capacity` starts per
+ * window, and a release gives nothing back: its room comes back when the window passes. The
+ * suite frees room through `free(permit)`, which does whichever the gate needs, so the same tests
+ * hold both to the same promises.
+ *
+ * A gate without `tryAcquire` (one that cannot answer synchronously, as a shared one in Redis)
+ * runs every test but those of the synchronous path.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { Permit, SyncGate as Gate } from '../../src/gate.ts';
+import type { Gate, Permit } from '../../src/gate.ts';
 import { TimeoutError } from '../../src/errors.ts';
 import { deferred, flush, ManualClock, state } from '../_helpers/clock.ts';
 
 /** A gate under test, with the probes the suite needs. */
 export interface GateUnderTest {
   gate: Gate;
-  /** Permits out now. */
-  held(): number;
+  /** Permits out now; absent for a rate gate (a start holds nothing). */
+  held?: () => number;
   /** Requests in line now. */
   waiting(): number;
-  setCapacity(capacity: number): void;
+  /** Absent when the capacity cannot be changed. */
+  setCapacity?: (capacity: number) => void;
 }
 
 export type GateFactory = (capacity: number, clock: ManualClock) => GateUnderTest;
@@ -24,8 +35,13 @@ export type GateFactory = (capacity: number, clock: ManualClock) => GateUnderTes
 export interface ContractOptions {
   /** The most permits the gate can have (a Mutex: 1); tests that need more are skipped. */
   maxCapacity?: number;
-  /** Whether the capacity can be changed; the resizing tests are skipped if not. @default true */
-  resizable?: boolean;
+  /**
+   * `'permits'`: a release makes room (the default). `'rate'`: room comes back when the window,
+   * `window` ms on the test's clock, has passed since a start.
+   */
+  kind?: 'permits' | 'rate';
+  /** A rate gate's window, in ms. @default 1000 */
+  window?: number;
 }
 
 /** Starts an acquire and records when it settles, in `log`. */
@@ -39,20 +55,64 @@ function track(log: string[], name: string, promise: Promise<Permit>): Promise<P
 
 export function gateContract(name: string, make: GateFactory, options: ContractOptions = {}): void {
   const maxCapacity = options.maxCapacity ?? Infinity;
-  const resizable = options.resizable ?? true;
-  /** Skips a test that needs `capacity` permits (or resizing) when the gate cannot have them. */
-  const needs = (capacity: number, resize = false) => ({
+  const rate = options.kind === 'rate';
+  const window = options.window ?? 1000;
+
+  /** Builds the gate, with `free(permit)`: makes room for one more after `permit`. */
+  const build = (capacity: number, clock = new ManualClock()) => {
+    const t = make(capacity, clock);
+    const free = async (permit: Permit): Promise<void> => {
+      permit.release();
+      // A spaced window's next start is due a hair after the window (see test/rate.test.ts).
+      if (rate) await clock.advance(window + 1);
+      else await flush();
+    };
+    /** Checks the permits out now, where the gate can tell. */
+    const assertHeld = (expected: number, message?: string): void => {
+      if (t.held !== undefined) assert.equal(t.held(), expected, message);
+    };
+    return { ...t, clock, free, assertHeld };
+  };
+
+  /** Skips a test the gate cannot run. */
+  const needs = (capacity: number, what: { resize?: boolean; sync?: boolean } = {}) => ({
     skip:
       capacity > maxCapacity
         ? `${name} has at most ${maxCapacity} permit(s)`
-        : resize && !resizable
+        : what.resize === true && (rate || make(1, new ManualClock()).setCapacity === undefined)
           ? `${name} cannot be resized`
-          : false,
+          : what.sync === true && make(1, new ManualClock()).gate.tryAcquire === undefined
+            ? `${name} has no synchronous path`
+            : false,
   });
+
   describe(`${name} meets the gate contract`, () => {
-    it('never lets more than its capacity through at once', async () => {
+    it('admits at most its capacity until room is made, then the next in line', async () => {
       const capacity = Math.min(3, maxCapacity);
-      const { gate } = make(capacity, new ManualClock());
+      const t = build(capacity);
+      const log: string[] = [];
+      const permits = Array.from({ length: 2 * capacity + 1 }, (_, i) =>
+        track(log, String(i), t.gate.acquire()),
+      );
+      await flush();
+      assert.equal(log.length, capacity, 'admitted before any room is made');
+      assert.equal(t.waiting(), capacity + 1);
+      await t.free(await permits[0]!);
+      await flush();
+      const admitted = rate ? 2 * capacity : capacity + 1;
+      assert.deepEqual(
+        log,
+        permits.slice(0, admitted).map((_, i) => String(i)),
+        'in the order they asked',
+      );
+      for (const permit of permits) await t.free(await permit);
+      t.assertHeld(0);
+    });
+
+    it('never lets more than its capacity hold permits at once', needs(1), async () => {
+      if (rate) return; // a start holds nothing: the previous test pins a rate gate's bound
+      const capacity = Math.min(3, maxCapacity);
+      const { gate } = build(capacity);
       let inside = 0;
       let peak = 0;
       let finished = 0;
@@ -81,108 +141,116 @@ export function gateContract(name: string, make: GateFactory, options: ContractO
     });
 
     it('serves waiters in the order they asked', async () => {
-      const { gate } = make(1, new ManualClock());
-      const first = await gate.acquire();
+      const t = build(1);
+      const first = await t.gate.acquire();
       const log: string[] = [];
-      const waiters = ['a', 'b', 'c', 'd'].map((n) => track(log, n, gate.acquire()));
-      first.release();
-      for (const waiter of waiters) (await waiter).release();
+      const waiters = ['a', 'b', 'c', 'd'].map((n) => track(log, n, t.gate.acquire()));
+      await t.free(first);
+      for (const waiter of waiters) await t.free(await waiter);
       await flush();
       assert.deepEqual(log, ['a', 'b', 'c', 'd']);
     });
 
     it('lets a waiting heavy request block a later light one (no barging)', needs(4), async () => {
-      const t = make(4, new ManualClock());
+      const t = build(4);
       const held = await t.gate.acquire({ weight: 2 });
       const log: string[] = [];
       const heavy = track(log, 'heavy', t.gate.acquire({ weight: 3 }));
       const light = track(log, 'light', t.gate.acquire({ weight: 1 }));
       await flush();
       assert.deepEqual(log, [], 'the light request would fit, but waits behind the heavy one');
-      assert.equal(t.gate.tryAcquire(1), undefined, 'tryAcquire does not barge either');
-      held.release();
+      if (t.gate.tryAcquire !== undefined) {
+        assert.equal(t.gate.tryAcquire(1), undefined, 'tryAcquire does not barge either');
+      }
+      await t.free(held);
       await flush();
       assert.deepEqual(log, ['heavy', 'light']);
       (await heavy).release();
       (await light).release();
-      assert.equal(t.held(), 0);
+      t.assertHeld(0);
     });
 
     it('serves higher priorities first and is FIFO within one', async () => {
-      const { gate } = make(1, new ManualClock());
-      const first = await gate.acquire();
+      const t = build(1);
+      const first = await t.gate.acquire();
       const log: string[] = [];
       const waiters = [
-        track(log, 'low1', gate.acquire({ priority: -1 })),
-        track(log, 'mid1', gate.acquire()),
-        track(log, 'high1', gate.acquire({ priority: 5 })),
-        track(log, 'mid2', gate.acquire({ priority: 0 })),
-        track(log, 'high2', gate.acquire({ priority: 5 })),
-        track(log, 'low2', gate.acquire({ priority: -1 })),
+        track(log, 'low1', t.gate.acquire({ priority: -1 })),
+        track(log, 'mid1', t.gate.acquire()),
+        track(log, 'high1', t.gate.acquire({ priority: 5 })),
+        track(log, 'mid2', t.gate.acquire({ priority: 0 })),
+        track(log, 'high2', t.gate.acquire({ priority: 5 })),
+        track(log, 'low2', t.gate.acquire({ priority: -1 })),
       ];
-      first.release();
+      await flush(); // a gate with an asynchronous path has them in line only now
+      await t.free(first);
       for (let i = 0; i < waiters.length; i++) {
         await flush();
         const granted = log.at(-1);
         const index = ['low1', 'mid1', 'high1', 'mid2', 'high2', 'low2'].indexOf(granted!);
-        (await waiters[index]!).release();
+        await t.free(await waiters[index]!);
       }
       await flush();
       assert.deepEqual(log, ['high1', 'high2', 'mid1', 'mid2', 'low1', 'low2']);
     });
 
     it('rejects an aborted acquire with the reason and leaves the gate as it was', async () => {
-      const t = make(1, new ManualClock());
+      const t = build(1);
       const holder = await t.gate.acquire();
       const controller = new AbortController();
       const log: string[] = [];
       const aborted = track(log, 'aborted', t.gate.acquire({ signal: controller.signal }));
       const next = track(log, 'next', t.gate.acquire());
+      await flush();
       assert.equal(t.waiting(), 2);
       const reason = new Error('changed my mind');
       controller.abort(reason);
       await assert.rejects(aborted, (error) => error === reason);
       assert.equal(t.waiting(), 1);
-      assert.equal(t.held(), 1);
-      holder.release();
-      (await next).release();
+      t.assertHeld(1);
+      await t.free(holder);
+      await t.free(await next);
       assert.deepEqual(log, ['aborted!', 'next']);
-      assert.equal(t.held(), 0);
+      t.assertHeld(0);
       assert.equal(t.waiting(), 0);
     });
 
-    it('rejects at once when the signal has already aborted, even with permits free', async () => {
-      const t = make(1, new ManualClock());
+    it('rejects at once when the signal has already aborted, even with room free', async () => {
+      const t = build(1);
       const reason = new Error('too late');
       await assert.rejects(
         t.gate.acquire({ signal: AbortSignal.abort(reason) }),
         (e) => e === reason,
       );
-      assert.equal(t.held(), 0);
+      t.assertHeld(0);
+      const permit = await t.gate.acquire({ timeout: 0 });
+      assert.equal(permit.weight, 1, 'the rejected request used no room');
+      permit.release();
     });
 
     it('rejects a timed-out acquire with a TimeoutError and leaves the gate as it was', async () => {
-      const clock = new ManualClock();
-      const t = make(1, clock);
+      const t = build(1);
       const holder = await t.gate.acquire();
-      const timed = t.gate.acquire({ timeout: 500 });
+      const timed = t.gate.acquire({ timeout: rate ? window / 2 : 500 });
+      const after = rate ? window / 2 : 500;
       const rejected = assert.rejects(
         timed,
-        (error) => error instanceof TimeoutError && /after 500ms/.test(error.message),
+        (error) =>
+          error instanceof TimeoutError && new RegExp(`after ${after}ms`).test(error.message),
       );
       const next = t.gate.acquire();
-      await clock.advance(499);
-      assert.equal(await state(timed), 'pending', 't=499: still waiting');
-      await clock.advance(1);
+      await t.clock.advance(after - 1);
+      assert.equal(await state(timed), 'pending', 'still waiting just before its timeout');
+      await t.clock.advance(1);
       await rejected;
       assert.equal(t.waiting(), 1);
-      holder.release();
-      (await next).release();
-      assert.equal(t.held(), 0);
+      await t.free(holder);
+      await t.free(await next);
+      t.assertHeld(0);
     });
 
     it('serves the waiters behind a cancelled front waiter that fit now', needs(3), async () => {
-      const t = make(3, new ManualClock());
+      const t = build(3);
       const holder = await t.gate.acquire({ weight: 2 });
       const controller = new AbortController();
       const heavy = t.gate.acquire({ weight: 3, signal: controller.signal });
@@ -194,75 +262,90 @@ export function gateContract(name: string, make: GateFactory, options: ContractO
       await rejected;
       (await light).release();
       holder.release();
-      assert.equal(t.held(), 0);
+      t.assertHeld(0);
     });
 
     it('releases a permit once, however often release() is called', async () => {
-      const t = make(1, new ManualClock());
+      if (rate) return; // a rate gate's release gives nothing back, once or twice
+      const t = build(1);
       const a = await t.gate.acquire();
       const waiter = t.gate.acquire();
       a.release();
       const b = await waiter;
       a.release();
-      assert.equal(t.held(), 1, "the second release() of a did not free b's permit");
+      t.assertHeld(1, "the second release() of a did not free b's permit");
       b.release();
-      assert.equal(t.held(), 0);
+      t.assertHeld(0);
     });
 
     it('releases at the end of a `using` block, and of an `await using` block', async () => {
-      const t = make(1, new ManualClock());
+      const t = build(1);
       {
         using permit = await t.gate.acquire();
         assert.equal(permit.weight, 1);
-        assert.equal(t.held(), 1);
+        t.assertHeld(1);
       }
-      assert.equal(t.held(), 0);
+      t.assertHeld(0);
+      if (rate) await t.clock.advance(window + 1);
       {
         await using _permit = await t.gate.acquire();
-        assert.equal(t.held(), 1);
+        t.assertHeld(1);
       }
-      assert.equal(t.held(), 0);
-    });
-
-    it('takes a permit with tryAcquire only when one is free', async () => {
-      const t = make(1, new ManualClock());
-      const permit = t.gate.tryAcquire();
-      assert.ok(permit);
-      assert.equal(t.gate.tryAcquire(), undefined);
-      permit.release();
-      assert.ok(t.gate.tryAcquire());
-      await flush();
-    });
-
-    it('rejects at once a weight above the capacity', async () => {
-      const capacity = Math.min(2, maxCapacity);
-      const t = make(capacity, new ManualClock());
-      await assert.rejects(t.gate.acquire({ weight: capacity + 1 }), RangeError);
-      assert.equal(t.waiting(), 0);
-    });
-
-    it('wakes waiters at once when the capacity is raised', needs(1, true), async () => {
-      const t = make(1, new ManualClock());
-      const holder = await t.gate.acquire();
-      const log: string[] = [];
-      const waiters = ['a', 'b'].map((n) => track(log, n, t.gate.acquire()));
-      t.setCapacity(3);
-      await flush();
-      assert.deepEqual(log, ['a', 'b']);
-      for (const waiter of waiters) (await waiter).release();
-      holder.release();
+      t.assertHeld(0);
     });
 
     it(
-      'lets holders finish when the capacity is lowered, and grants below it only',
-      needs(3, true),
+      'takes a permit with tryAcquire only when one is free',
+      needs(1, { sync: true }),
       async () => {
-        const t = make(3, new ManualClock());
+        const t = build(1);
+        const tryAcquire = (): Permit | undefined => t.gate.tryAcquire?.();
+        const permit = tryAcquire();
+        assert.ok(permit);
+        assert.equal(tryAcquire(), undefined);
+        await t.free(permit);
+        assert.ok(tryAcquire());
+        await flush();
+      },
+    );
+
+    it('rejects at once a weight above the capacity, with the same error on both paths', async () => {
+      const capacity = Math.min(2, maxCapacity);
+      const t = build(capacity);
+      await assert.rejects(t.gate.acquire({ weight: capacity + 1 }), RangeError);
+      assert.equal(t.waiting(), 0);
+      if (t.gate.tryAcquire !== undefined) {
+        assert.throws(() => t.gate.tryAcquire?.(capacity + 1), RangeError);
+      }
+      t.assertHeld(0);
+    });
+
+    it(
+      'wakes waiters at once when the capacity is raised',
+      needs(1, { resize: true }),
+      async () => {
+        const t = build(1);
+        const holder = await t.gate.acquire();
+        const log: string[] = [];
+        const waiters = ['a', 'b'].map((n) => track(log, n, t.gate.acquire()));
+        t.setCapacity?.(3);
+        await flush();
+        assert.deepEqual(log, ['a', 'b']);
+        for (const waiter of waiters) (await waiter).release();
+        holder.release();
+      },
+    );
+
+    it(
+      'lets holders finish when the capacity is lowered, and grants below it only',
+      needs(3, { resize: true }),
+      async () => {
+        const t = build(3);
         const holders = [await t.gate.acquire(), await t.gate.acquire(), await t.gate.acquire()];
         const log: string[] = [];
         const waiter = track(log, 'waiter', t.gate.acquire());
-        t.setCapacity(1);
-        assert.equal(t.held(), 3, 'the holders keep their permits');
+        t.setCapacity?.(1);
+        t.assertHeld(3, 'the holders keep their permits');
         holders[0]!.release();
         holders[1]!.release();
         await flush();
@@ -274,4 +357,14 @@ export function gateContract(name: string, make: GateFactory, options: ContractO
       },
     );
   });
+}
+
+/**
+ * The same gate seen only through its asynchronous path (no `tryAcquire`), as a gate whose
+ * backend cannot answer synchronously is: what the layers above must handle too.
+ */
+export function asyncOnly(gate: Gate): Gate {
+  return {
+    acquire: (options) => gate.acquire(options),
+  };
 }
