@@ -86,22 +86,6 @@ export class Spacing implements Window {
     this.#tat = Math.max(this.#tat, startedAt + weight * this.#t);
   }
 
-  /**
-   * A window for another rate or burst that goes on from where this one stands at `now`. The
-   * window holds `(tat - now) / T` starts not yet drained. At most one (the usual case): the next
-   * start is due one new interval after the last, so a raised rate takes effect at once. More (a
-   * burst, or booked reservations): they drain at the new rate, so a rate lowered right after a
-   * burst still keeps `limit + burst - 1` per interval from then on.
-   */
-  resized(rate: Rate, burst: number, now: number): Spacing {
-    const next = new Spacing(rate, burst);
-    if (this.#tat !== -Infinity) {
-      const undrained = (this.#tat - now) / this.#t;
-      next.#tat = undrained > 1 ? now + undrained * next.#t : this.#tat - this.#t + next.#t;
-    }
-    return next;
-  }
-
   book(weight: number, at: number): Undo {
     const before = this.#tat;
     this.commit(weight, at);
@@ -183,6 +167,17 @@ export class SlidingLog implements Window {
     };
   }
 
+  /** The instants logged, a unit start each, in the order they were committed. */
+  starts(): number[] {
+    const log = this.#log;
+    const starts: number[] = [];
+    for (let i = 0; i < log.length; i++) {
+      const at = log[(this.#head + i) % log.length]!;
+      if (at !== -Infinity) starts.push(at);
+    }
+    return starts;
+  }
+
   /** A log for another limit over the same history: the most recent starts carry over. */
   resized(rate: Rate): SlidingLog {
     const next = new SlidingLog(rate);
@@ -197,16 +192,51 @@ export class SlidingLog implements Window {
 }
 
 /**
+ * How many of the latest starts a pace remembers for the windows of a later rate change: at
+ * least `HISTORY_MIN` (a raised limit over a longer interval needs more than the current largest
+ * limit), twice the largest limit, and never more than `HISTORY_MAX` (a change to a rate of more
+ * than that per window counts only that many of the starts before it).
+ */
+const HISTORY_MIN = 64;
+const HISTORY_MAX = 4096;
+
+function historyFor(windows: readonly Window[], previous?: SlidingLog): SlidingLog {
+  let limit = HISTORY_MIN;
+  for (const window of windows) limit = Math.max(limit, 2 * window.rate.limit);
+  const rate = { limit: Math.min(limit, HISTORY_MAX), interval: Infinity };
+  return previous === undefined ? new SlidingLog(rate) : previous.resized(rate);
+}
+
+/**
  * Several windows checked and committed together: a start is admitted only when every window
  * allows it, and a refused window consumes nothing. Plus a pause, for a server's Retry-After.
+ *
+ * It remembers the latest starts (as many as the largest limit), so that windows that replace its
+ * own (a rate changed at run time) count them: see `replace()`.
  */
 export class Pace implements Pacer {
   windows: Window[];
   /** No start before this instant (Infinity: paused until resumed). */
   pausedUntil = -Infinity;
+  /** The latest starts, booked reservations included, a unit each (made with the first window). */
+  #history: SlidingLog | undefined;
 
   constructor(windows: Window[]) {
     this.windows = windows;
+    if (windows.length > 0) this.#history = historyFor(windows);
+  }
+
+  /**
+   * Puts fresh windows (of a new rate) in place of the current ones, each made to count the
+   * starts remembered as if it had been in force for them, in the order they happened: a start
+   * after the change keeps the new bound in every window that holds it, starts before the change
+   * and reservations already booked included. One step: nothing is admitted between the two.
+   */
+  replace(windows: Window[]): void {
+    const starts = this.#history?.starts().sort((a, b) => a - b) ?? [];
+    for (const window of windows) for (const at of starts) window.commit(1, at);
+    this.windows = windows;
+    this.#history = historyFor(windows, this.#history);
   }
 
   /** The heaviest start every window can admit. */
@@ -235,12 +265,15 @@ export class Pace implements Pacer {
 
   commit(weight: number, at: number): void {
     const windows = this.windows;
+    if (windows.length === 0) return;
     for (let i = 0; i < windows.length; i++) windows[i]!.commit(weight, at);
+    this.#history?.commit(weight, at);
   }
 
   restamp(weight: number, bookedAt: number, startedAt: number): void {
     if (startedAt <= bookedAt) return;
     for (const window of this.windows) window.restamp(weight, bookedAt, startedAt);
+    this.#history?.restamp(weight, bookedAt, startedAt);
   }
 
   /** Whether, from `now` on, this pace remembers nothing that could hold a start back. */
@@ -253,7 +286,8 @@ export class Pace implements Pacer {
   book(weight: number, at: number): Undo {
     const windows = this.windows;
     const undos = windows.map((window) => window.book(weight, at));
-    // Windows replaced since (a new rate) hold nothing of this booking to give back.
+    if (this.#history !== undefined) undos.push(this.#history.book(weight, at));
+    // Windows replaced since (a new rate) counted this booking as a start: it stays one.
     return () => this.windows === windows && undos.map((undo) => undo()).every(Boolean);
   }
 }

@@ -124,30 +124,17 @@ export function parseRatesAndGates(options: Omit<RateOptions, 'rate'> & { rate?:
   return { parsed: parseRateOptions({ ...options, rate: specs }), gates: list.filter(isGate) };
 }
 
-/**
- * Builds the windows for parsed rates. When they replace `previous` (a rate changed at `now`),
- * each new window carries over the history of the old one with the same interval, or failing
- * that, of the one in the same position; a window with none starts afresh. @internal
- */
-export function buildWindows(
-  parsed: ParsedRate,
-  previous: readonly Window[] = [],
-  now = 0,
-): Window[] {
-  return parsed.rates.map((rate, i) => {
-    const old = previous.find((w) => w.rate.interval === rate.interval) ?? previous[i];
-    if (parsed.window === 'sliding') {
-      return old instanceof SlidingLog ? old.resized(rate) : new SlidingLog(rate);
-    }
-    return old instanceof Spacing
-      ? old.resized(rate, parsed.burst, now)
-      : new Spacing(rate, parsed.burst);
-  });
+/** Builds fresh windows for parsed rates. @internal */
+export function buildWindows(parsed: ParsedRate): Window[] {
+  return parsed.rates.map((rate) =>
+    parsed.window === 'sliding' ? new SlidingLog(rate) : new Spacing(rate, parsed.burst),
+  );
 }
 
 /**
- * Changes a gate's rate at `now`: new windows that carry the history over, and the waiters too
- * heavy for them failed (they could never be admitted). Returns the parsed rate. @internal
+ * Changes a gate's rate: new windows that count the starts before the change (`Pace.replace`),
+ * and the waiters too heavy for them failed (they could never be admitted). Returns the parsed
+ * rate. @internal
  */
 export function replaceRate(
   pace: Pace,
@@ -160,7 +147,7 @@ export function replaceRate(
     window: current.window,
     ...(current.window === 'spaced' ? { burst: current.burst } : {}),
   });
-  pace.windows = buildWindows(parsed, pace.windows, engine.clock.now());
+  pace.replace(buildWindows(parsed));
   engine.failHeavierThan(pace.maxWeight, `${pace.maxWeight}, the most the rate admits at once`);
   return parsed;
 }
