@@ -32,7 +32,7 @@ import type { WindowKind } from '../rate.ts';
 import { backoff, retryPolicy, sleep, type RetryOptions, type RetryPolicy } from '../retry.ts';
 import { serverWait, type HeaderGetter, type ServerWait } from './feedback.ts';
 import { IDEMPOTENT, Wire } from './_h1.ts';
-import { undici } from './_undici.ts';
+import { originPool, undici } from './_undici.ts';
 
 /** The limits of one origin. */
 export interface OriginLimits {
@@ -331,16 +331,14 @@ export class HttpClient {
     // and body timeouts (300 s each) cannot fire before an attempt's timeout of 300 s or less:
     // they are off then, for they cost a timer object per request that lives up to a second.
     const undiciTimeouts = timeout <= UNDICI_TIMEOUT ? { headersTimeout: 0, bodyTimeout: 0 } : {};
-    this.#newAgent = () => {
-      const { Agent, Pool } = undici();
-      return new Agent({
+    this.#newAgent = () =>
+      new (undici().Agent)({
         factory: (origin, opts) => {
           const concurrency = this.#limitsOf(new URL(String(origin)).origin).concurrency ?? 6;
           const connections = concurrency === Infinity ? null : concurrency;
-          return new Pool(origin, Object.assign({}, opts, undiciTimeouts, { connections }));
+          return originPool(origin, Object.assign({}, opts, undiciTimeouts, { connections }));
         },
       });
-    };
     this.#core = new Core(
       this.limiter,
       () => this.agent,
@@ -444,6 +442,8 @@ export class Call<R> extends AsyncResource {
   #busyMs = 0;
   /** Set while `next()` puts the first attempt in line: one that starts at once starts now. */
   #entering = false;
+  /** Whether the sink has heard how the call ended (it hears it once). */
+  #ended = false;
 
   constructor(
     core: Core,
@@ -481,6 +481,9 @@ export class Call<R> extends AsyncResource {
     this.#entering = this.#scheduled === 1;
     try {
       runKeyed(this.#core.limiter, this.origin, attempt, this.#priority, this.signal);
+    } catch (error) {
+      // Not expected (a refused attempt is told through `done()`), but the call must end.
+      this.#fail(error);
     } finally {
       this.#entering = false;
     }
@@ -525,6 +528,8 @@ export class Call<R> extends AsyncResource {
 
   /** The response goes to the caller. */
   deliver(sent: Sent<R>, wait: ServerWait | undefined): void {
+    if (this.#ended) return;
+    this.#ended = true;
     const core = this.#core;
     const now = core.clock.now();
     this.deliveredAt = now;
@@ -539,7 +544,11 @@ export class Call<R> extends AsyncResource {
       this.error = `the server asked to wait ${Math.ceil(wait.ms / 1000)}s, more than maxRetryAfter (${core.maxRetryAfter}ms)`;
     }
     this.#report(sent.status);
-    this.#sink.delivered(sent.value, this);
+    try {
+      this.#sink.delivered(sent.value, this);
+    } catch (error) {
+      rethrowLater(error);
+    }
   }
 
   /** A response with a status to retry was thrown away: back off, then try again. */
@@ -549,15 +558,25 @@ export class Call<R> extends AsyncResource {
     this.#backoff(delay);
   }
 
-  /** The current attempt failed (or never started): retry it if that is worth it, or fail. */
+  /**
+   * The current attempt failed (or never started): retry it if that is worth it, or fail. Called
+   * from inside the limiter: it never throws (a retry that cannot be decided, such as one whose
+   * `retry.random` throws, fails the call with why).
+   */
   attemptFailed(attempt: AttemptHandle<R>, error: unknown): void {
     this.#busyMs += this.#core.clock.now() - this.#attemptStart;
     const n = attempt.attempt;
     const aborted = this.signal?.aborted === true;
-    const delay =
-      this.#retriable && !aborted && isTransient(error)
-        ? this.#core.retryDelay(n, undefined, attempt.charged)
-        : undefined;
+    let delay: number | undefined;
+    try {
+      delay =
+        this.#retriable && !aborted && isTransient(error)
+          ? this.#core.retryDelay(n, undefined, attempt.charged)
+          : undefined;
+    } catch (thrown) {
+      this.#fail(thrown);
+      return;
+    }
     if (delay === undefined) {
       this.#fail(
         n > 1 && !aborted
@@ -583,10 +602,17 @@ export class Call<R> extends AsyncResource {
     );
   }
 
+  /** The call failed: the sink hears it, once. */
   #fail(error: unknown): void {
+    if (this.#ended) return;
+    this.#ended = true;
     this.error = message(error);
     this.#report(undefined);
-    this.#sink.failed(error, this);
+    try {
+      this.#sink.failed(error, this);
+    } catch (thrown) {
+      rethrowLater(thrown);
+    }
   }
 
   /** Tells whoever listens for reports, in the caller's async context. */
@@ -610,24 +636,31 @@ export class Call<R> extends AsyncResource {
     this.runInAsyncScope(this.#tell, this, report);
   }
 
-  /**
-   * A listener that throws does not break the call: the call settles as it would have, and the
-   * exception is thrown again on its own, as an uncaught exception, as a timer's would be.
-   */
   #tell(report: RequestReport): void {
-    const listeners = [this.#core.onReport, this.#onReport];
-    for (const listener of listeners) {
-      if (listener === undefined) continue;
-      try {
-        listener(report);
-      } catch (error) {
-        process.nextTick(rethrow, error);
-      }
-    }
+    if (this.#core.onReport !== undefined) tell(this.#core.onReport, report);
+    if (this.#onReport !== undefined) tell(this.#onReport, report);
   }
 }
 
 const NO_RETRIES: readonly RetryNote[] = Object.freeze([]);
+
+/**
+ * Calls a caller's listener (`onReport`, `onStatus`). One that throws, or returns a promise that
+ * rejects, does not break the call, which goes on as it would have: the exception is thrown again
+ * on its own, as an uncaught exception, as a timer's would be. @internal
+ */
+export function tell<T>(listener: (value: T) => unknown, value: T): void {
+  try {
+    const result = listener(value);
+    if (v.isThenable(result)) result.then(undefined, rethrowLater);
+  } catch (error) {
+    rethrowLater(error);
+  }
+}
+
+function rethrowLater(error: unknown): void {
+  process.nextTick(rethrow, error);
+}
 
 function rethrow(error: unknown): never {
   throw error;
@@ -689,20 +722,22 @@ export class AttemptHandle<R> implements TaskRunner {
     const context = this.#context as TaskContext;
     const call = this.#call;
     const status = sent.status;
-    // Most responses carry no wait: `serverWait()` settles that with a few lookups.
-    const wait = serverWait(sent.header);
+    let wait: ServerWait | undefined;
     let delay: number | undefined;
     try {
+      // Most responses carry no wait: `serverWait()` settles that with a few lookups.
+      wait = serverWait(sent.header);
       call.heed(status, wait);
       // Nobody takes the response of an attempt the call moved on from (timed out, aborted).
       if (this.#decided) {
-        this.#endAfter(sent.discard(), context, true, undefined);
+        this.#endAfter(discarded(sent), context, true, undefined);
         return;
       }
       delay = call.retryDelay(this, status, wait);
     } catch (error) {
-      // Not expected (a closing client no longer pauses); should it happen, the attempt fails.
-      this.#endAfter(sent.discard(), context, false, error);
+      // Not expected (a closing client no longer pauses), or a `retry.random` that throws: the
+      // attempt fails with why.
+      this.#endAfter(discarded(sent), context, false, error);
       return;
     }
     if (delay === undefined) {
@@ -717,7 +752,7 @@ export class AttemptHandle<R> implements TaskRunner {
     // with the budget's token already taken.
     this.charged = true;
     const retried = delay;
-    sent.discard().then(
+    discarded(sent).then(
       () => {
         const retry = !this.#decided;
         this.#decided = true;
@@ -758,6 +793,15 @@ export class AttemptHandle<R> implements TaskRunner {
     if (ok || this.#decided) return;
     this.#decided = true;
     this.#call.attemptFailed(this, outcome);
+  }
+}
+
+/** `sent.discard()`, as a promise even if it throws. */
+function discarded(sent: Sent<unknown>): Promise<void> {
+  try {
+    return sent.discard();
+  } catch (error) {
+    return Promise.reject(error);
   }
 }
 
