@@ -1135,6 +1135,55 @@ describe('_h1: errors', { timeout: 10_000 }, () => {
     });
   }
 
+  /**
+   * A server that speaks another protocol may never send the blank line a head ends with: its
+   * first bytes are enough to fail the request (what came, split as it came, and the error).
+   */
+  const notHttp: [string, string[], string][] = [
+    [
+      'an SSH server',
+      ['SSH-2.0-OpenSSH_9.6p1 Ubuntu-3ubuntu13\r\n'],
+      'the server\'s response does not start with HTTP/1. (got "SSH-2.0-Open…")',
+    ],
+    [
+      'a TLS alert',
+      ['\x15\x03\x01\x00\x02\x02\x46'],
+      'the server\'s response does not start with HTTP/1. (got "\\u0015\\u0003\\u0001\\u0000\\u0002\\u0002F")',
+    ],
+    [
+      'HTTP/2, in two reads',
+      ['HT', 'TP/2 200\r\n'],
+      'the server\'s response does not start with HTTP/1. (got "HTTP/2 200\\r\\n")',
+    ],
+    [
+      'lower case, after empty lines',
+      ['\r\n\r\n', 'http/1.1 200 OK\r\n'],
+      'the server\'s response does not start with HTTP/1. (got "http/1.1 200…")',
+    ],
+  ];
+  for (const [what, reads, message] of notHttp) {
+    it(`fails at once a response from ${what}, saying it does not start with HTTP/1.`, async (t) => {
+      const h = new Harness(t);
+      const server = await h.raw(async ({ socket }) => {
+        for (const read of reads) {
+          socket.write(Buffer.from(read, 'latin1'));
+          await turn();
+          await turn();
+        }
+      });
+      const r = await send(h.wire(), server.url()); // the connection stays open: no close to wait for
+      assertFailed(r, 'HPE_INVALID_CONSTANT');
+      assert.equal(r.errors[0]?.message, message);
+      await until(() => server.closed === 1, 'the client closed the connection');
+    });
+  }
+
+  it('skips empty lines before the status line, as Node’s parser does', async (t) => {
+    const h = new Harness(t);
+    const server = await answering(h, `\r\n\n\r\n${ok('after empty lines')}`);
+    assertDelivered(await send(h.wire(), server.url()), 200, 'after empty lines');
+  });
+
   it('fails a response head larger than http.maxHeaderSize with HPE_HEADER_OVERFLOW', async (t) => {
     const h = new Harness(t);
     const big = `HTTP/1.1 200 OK\r\nX-Big: ${'a'.repeat(maxHeaderSize)}\r\nContent-Length: 2\r\n\r\nok`;

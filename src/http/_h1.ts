@@ -17,9 +17,10 @@
  *
  * Framing follows RFC 9112 §6: no body for HEAD, 1xx, 204 and 304; `Transfer-Encoding` whose last
  * coding is chunked; `Content-Length`; otherwise the body runs to the end of the connection. 1xx
- * interim responses are skipped. A response that is not HTTP/1.x, a head longer than
- * `http.maxHeaderSize`, or a bad length fails the request with an `HPE_` error, as Node's own
- * parser names them, and the connection is closed.
+ * interim responses are skipped, and so are empty lines before a status line (as Node's parser
+ * does). A response that is not HTTP/1.x (found from its first bytes: a server speaking another
+ * protocol may never end a head), a head longer than `http.maxHeaderSize`, or a bad length fails
+ * the request with an `HPE_` error, as Node's own parser names them, and the connection is closed.
  */
 import { maxHeaderSize } from 'node:http';
 import { connect, type Socket } from 'node:net';
@@ -526,7 +527,11 @@ class Connection {
   #head(buffer: Buffer, at: number, end: number, handler: WireHandler): number {
     const bytes = this.#join(buffer, at, end);
     const consumedBefore = this.#pending === undefined ? 0 : this.#pending.length;
-    const stop = headEnd(bytes);
+    // Empty lines before a status line are skipped, as Node's parser skips them.
+    let start = 0;
+    while (start < bytes.length && (bytes[start] === 0x0d || bytes[start] === 0x0a)) start++;
+    checkStart(bytes, start);
+    const stop = headEnd(bytes, start);
     if (stop === -1) {
       this.#keep(bytes, maxHeaderSize, 'the response head', 'HPE_HEADER_OVERFLOW');
       return end;
@@ -538,7 +543,7 @@ class Connection {
       );
     this.#pending = undefined;
     const next = at + stop.next - consumedBefore;
-    const head = bytes.toString('latin1', 0, stop.at);
+    const head = bytes.toString('latin1', start, stop.at);
     this.#respond(head, handler);
     return next;
   }
@@ -750,10 +755,34 @@ function hasToken(value: string | string[], token: string): boolean {
 }
 const CHUNK_SIZE = /^([0-9A-Fa-f]+)[\t ]*(?:;.*)?\r?$/;
 
-/** Where a head ends in `bytes` (its blank line), and where what follows it starts; or -1. */
-function headEnd(bytes: Buffer): { at: number; next: number } | -1 {
-  const crlf = bytes.indexOf('\n\r\n', 0, 'latin1');
-  const lf = bytes.indexOf('\n\n', 0, 'latin1');
+/** What every HTTP/1 status line starts with. */
+const HTTP_1 = Buffer.from('HTTP/1.', 'latin1');
+
+/**
+ * Throws unless the bytes at `start` can begin a status line, as far as they go: a server that
+ * speaks another protocol (SSH, TLS) may never send the blank line that would end a head.
+ */
+function checkStart(bytes: Buffer, start: number): void {
+  const n = Math.min(HTTP_1.length, bytes.length - start);
+  for (let i = 0; i < n; i++) {
+    if (bytes[start + i] !== HTTP_1[i]) {
+      const got = bytes.toString('latin1', start, start + 12);
+      const more = bytes.length - start > 12 ? '…' : '';
+      throw wireError(
+        `the server's response does not start with HTTP/1. (got ${JSON.stringify(got).slice(0, -1)}${more}")`,
+        'HPE_INVALID_CONSTANT',
+      );
+    }
+  }
+}
+
+/**
+ * Where a head that starts at `from` ends in `bytes` (its blank line), and where what follows it
+ * starts; or -1.
+ */
+function headEnd(bytes: Buffer, from = 0): { at: number; next: number } | -1 {
+  const crlf = bytes.indexOf('\n\r\n', from, 'latin1');
+  const lf = bytes.indexOf('\n\n', from, 'latin1');
   if (crlf === -1 && lf === -1) return -1;
   if (lf === -1 || (crlf !== -1 && crlf < lf)) return { at: crlf + 1, next: crlf + 3 };
   return { at: lf + 1, next: lf + 2 };
