@@ -82,7 +82,8 @@ const CONNECTION_HEADERS = new Set([
 ]);
 /** The idempotent methods (RFC 9110 §9.2.2): what may be sent again, here and by retries. */
 export const IDEMPOTENT: readonly string[] = ['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE'];
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/** A token (RFC 9110 §5.6.2): what a method or a header name is. */
+export const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 /** What a header value may not contain (undici's rule): controls other than tab, and > 0xff. */
 const BAD_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
 
