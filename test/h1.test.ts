@@ -31,6 +31,7 @@ import {
 } from '../src/http/_h1.ts';
 import { createExchange, type ExchangeFunction, type HttpOptions } from '../src/http/index.ts';
 import { seeded } from './_helpers/random.ts';
+import { readRequests } from './_helpers/raw-server.ts';
 import { within } from './_helpers/within.ts';
 
 // ---------------------------------------------------------------------------------------------
@@ -319,30 +320,18 @@ class Harness {
       socket.on('close', () => {
         state.closed++;
       });
-      let buffered = Buffer.alloc(0);
-      socket.on('data', (data: Buffer) => {
-        buffered = Buffer.concat([buffered, data]);
-        for (;;) {
-          const end = buffered.indexOf('\r\n\r\n');
-          if (end === -1) return;
-          const head = buffered.toString('latin1', 0, end + 4);
-          const length = Number(/\r\ncontent-length: *(\d+)/i.exec(head)?.[1] ?? 0);
-          if (buffered.length < end + 4 + length) return;
-          const body = Buffer.from(buffered.subarray(end + 4, end + 4 + length));
-          buffered = buffered.subarray(end + 4 + length);
-          const [method = '', path = ''] = head.split(' ', 2);
-          const request = {
-            n: state.requests.length + 1,
-            connection,
-            head,
-            method,
-            path,
-            body,
-            socket,
-          };
-          state.requests.push(request);
-          void Promise.resolve(respond(request)).catch(() => socket.destroy());
-        }
+      readRequests(socket, (head, method, path, body) => {
+        const request = {
+          n: state.requests.length + 1,
+          connection,
+          head,
+          method,
+          path,
+          body,
+          socket,
+        };
+        state.requests.push(request);
+        void Promise.resolve(respond(request)).catch(() => socket.destroy());
       });
     });
     await this.#listen(server, state, () => {

@@ -20,13 +20,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
 import { describe, it, type TestContext } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
-import {
-  ClosedError,
-  RetryBudget,
-  RetryError,
-  TimeoutError,
-  type KeyedLimiter,
-} from '../src/index.ts';
+import { ClosedError, RetryBudget, RetryError, TimeoutError } from '../src/index.ts';
 import {
   createExchange,
   createFetch,
@@ -37,6 +31,8 @@ import {
   type LimitedResponse,
   type RequestReport,
 } from '../src/http/index.ts';
+import { assertAtRest } from './_helpers/at-rest.ts';
+import { catchUncaught } from './_helpers/uncaught.ts';
 import { Stalled, within } from './_helpers/within.ts';
 import { cli } from './cli-helpers.ts';
 
@@ -781,14 +777,7 @@ describe('createFetch: responses and reports', { timeout: 10_000 }, () => {
       if (req.url === '/drop') req.socket.destroy();
       else reply(res, 200, {}, 'fine');
     });
-    const thrown: unknown[] = [];
-    const saved = process.listeners('uncaughtException');
-    process.removeAllListeners('uncaughtException');
-    process.on('uncaughtException', (error) => thrown.push(error));
-    t.after(() => {
-      process.removeAllListeners('uncaughtException');
-      for (const listener of saved) process.on('uncaughtException', listener);
-    });
+    const thrown = catchUncaught(t);
     const fetch = h.fetch({
       concurrency: 1,
       retry: 0,
@@ -1193,24 +1182,6 @@ describe('a request undici refuses', { timeout: 15_000 }, () => {
     body: 'hello',
   } as const;
 
-  /** Asserts that `client`'s limiter goes idle, then holds nothing and has nothing waiting. */
-  async function atRest(client: { limiter: KeyedLimiter }, origin: string): Promise<void> {
-    // A body read to its end gives its slot back once its stream closes, a turn later.
-    await within(1_000, client.limiter.onIdle(), 'the limiter idle');
-    assert.equal(client.limiter.activeCount, 0, 'active');
-    assert.equal(client.limiter.pendingCount, 0, 'pending');
-    const stats = client.limiter.limiterFor(origin).stats();
-    assert.deepEqual(
-      {
-        active: stats.active,
-        held: stats.held,
-        pending: stats.pending,
-        zombies: stats.timedOutActive,
-      },
-      { active: 0, held: 0, pending: 0, zombies: 0 },
-    );
-  }
-
   it('createExchange: fails it at once, and sends the next requests to its origin', async (t) => {
     const h = new Harness(t);
     const server = await h.serve(answerAfter(0, 'fine'));
@@ -1234,7 +1205,7 @@ describe('a request undici refuses', { timeout: 15_000 }, () => {
       server.arrivals.map((a) => a.path),
       ['/c'],
     );
-    await atRest(exchange.client, server.origin);
+    await assertAtRest(exchange.client, [server.origin]);
   });
 
   for (const api of ['createFetch', 'createRequest'] as const) {
@@ -1270,7 +1241,7 @@ describe('a request undici refuses', { timeout: 15_000 }, () => {
         ['rejected', 'rejected', 'fulfilled'],
       );
       assert.equal((outcomes[2] as PromiseFulfilledResult<string>).value, 'fine');
-      await atRest(get.client, server.origin);
+      await assertAtRest(get.client, [server.origin]);
     });
   }
 
@@ -1310,6 +1281,6 @@ describe('a request undici refuses', { timeout: 15_000 }, () => {
     // Its slot is back well before undici's own connect timeout (10 s).
     await within(3_000, exchange.client.limiter.onIdle(), 'the slot back');
     assert.ok(performance.now() - started < 3_000);
-    await atRest(exchange.client, origin);
+    await assertAtRest(exchange.client, [origin]);
   });
 });
