@@ -542,17 +542,34 @@ describe('_h1: bodies and framing', { timeout: 10_000 }, () => {
     assert.equal(server.connections, 1);
   });
 
-  it('delivers a chunked body whose lines end in a bare LF', async (t) => {
+  it('takes a bare LF at the end of head and trailer lines (RFC 9112 §2.2)', async (t) => {
     const h = new Harness(t);
     const server = await answering(
       h,
-      'HTTP/1.1 200 OK\nTransfer-Encoding: chunked\n\n5\nhello\n6;x=y\n world\n0\nX-T: 1\n\n',
+      'HTTP/1.1 200 OK\nTransfer-Encoding: chunked\n\n5\r\nhello\r\n6;x=y\r\n world\r\n0\r\nX-T: 1\n\n',
     );
     const wire = h.wire();
     assertDelivered(await send(wire, server.url()), 200, 'hello world');
     assertDelivered(await send(wire, server.url()), 200, 'hello world');
     assert.equal(server.connections, 1);
   });
+
+  // Chunk framing has no such leniency (RFC 9112 §7.1): a reader that took a bare LF there could
+  // find the end of a chunk where another reader of the same bytes does not.
+  for (const [where, body] of [
+    ['a chunk-size line', '5\nhello\r\n0\r\n\r\n'],
+    ['the end of a chunk', '5\r\nhello\n0\r\n\r\n'],
+    ['the last chunk', '5\r\nhello\r\n0\n\r\n'],
+  ]) {
+    it(`fails a chunked body with a bare LF ending ${where}`, async (t) => {
+      const h = new Harness(t);
+      const server = await answering(
+        h,
+        `HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n${body}`,
+      );
+      assertFailed(await send(h.wire(), server.url()), 'HPE_INVALID_CHUNK_SIZE');
+    });
+  }
 
   it('accepts the same Content-Length listed more than once', async (t) => {
     await deliversInTurn(t, [
@@ -694,6 +711,7 @@ interface Scripted {
   chunkCuts: number[];
   extensions: boolean;
   trailers: boolean;
+  /** Whether the head's and the trailers' lines end in a bare LF (chunk framing's never do). */
   bareLf: boolean;
   caseSeed: number;
   /** How the response's bytes are split into writes. */
@@ -721,9 +739,13 @@ function serialize(s: Scripted, i: number): Buffer {
   for (let k = 1; k < bounds.length; k++) {
     const data = body.subarray(bounds[k - 1], bounds[k]);
     const ext = s.extensions ? `;ext${k}=${k}` : '';
-    parts.push(Buffer.from(`${mix(data.length.toString(16))}${ext}${eol}`), data, Buffer.from(eol));
+    parts.push(
+      Buffer.from(`${mix(data.length.toString(16))}${ext}\r\n`),
+      data,
+      Buffer.from('\r\n'),
+    );
   }
-  const last = `0${s.extensions ? ';end' : ''}${eol}`;
+  const last = `0${s.extensions ? ';end' : ''}\r\n`;
   const trailers = s.trailers ? `${mix('X-Trailer')}: ${i}${eol}X-More: m${eol}` : '';
   parts.push(Buffer.from(`${last}${trailers}${eol}`));
   return Buffer.concat(parts);
@@ -1102,6 +1124,48 @@ describe('_h1: errors', { timeout: 10_000 }, () => {
       'a chunk longer than its size',
       'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nhello\r\n0\r\n\r\n',
       'HPE_INVALID_CHUNK_SIZE',
+      true,
+    ],
+    [
+      'a control byte in a header value',
+      'HTTP/1.1 200 OK\r\nX-A: a\x01b\r\nContent-Length: 0\r\n\r\n',
+      'HPE_INVALID_HEADER_TOKEN',
+      false,
+    ],
+    [
+      'DEL in a header value',
+      'HTTP/1.1 200 OK\r\nX-A: a\x7f\r\n\r\n',
+      'HPE_INVALID_HEADER_TOKEN',
+      false,
+    ],
+    [
+      'a bad Content-Length on a 204, which has no body anyway',
+      'HTTP/1.1 204 No Content\r\nContent-Length: x\r\n\r\n',
+      'HPE_INVALID_CONTENT_LENGTH',
+      false,
+    ],
+    [
+      'both Transfer-Encoding and Content-Length on a 304',
+      'HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\nContent-Length: 0\r\n\r\n',
+      'HPE_UNEXPECTED_CONTENT_LENGTH',
+      false,
+    ],
+    [
+      'whitespace after a chunk size, with no extension',
+      'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5 \r\nhello\r\n0\r\n\r\n',
+      'HPE_INVALID_CHUNK_SIZE',
+      true,
+    ],
+    [
+      'an empty chunk extension',
+      'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;;\r\nhello\r\n0\r\n\r\n',
+      'HPE_INVALID_CHUNK_SIZE',
+      true,
+    ],
+    [
+      'a trailer line without a colon',
+      'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nno colon\r\n\r\n',
+      'HPE_INVALID_HEADER_TOKEN',
       true,
     ],
     [
