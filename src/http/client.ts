@@ -16,7 +16,6 @@ import { AsyncResource } from 'node:async_hooks';
 import { setMaxListeners } from 'node:events';
 import type { Agent } from 'undici';
 import type { Clock } from '../_clock.ts';
-import { systemClock } from '../_clock.ts';
 import type { RateSpec } from '../_parse.ts';
 import * as v from '../_validate.ts';
 import { ClosedError, RetryError, TimeoutError } from '../errors.ts';
@@ -28,10 +27,11 @@ import {
   type TaskContext,
   type TaskRunner,
 } from '../limiter.ts';
-import { parseRateOptions, type WindowKind } from '../rate.ts';
-import { backoff, retryPolicy, sleep, type RetryOptions, type RetryPolicy } from '../retry.ts';
+import type { WindowKind } from '../rate.ts';
+import { backoff, sleep, type RetryOptions, type RetryPolicy } from '../retry.ts';
 import { serverWait, type HeaderGetter, type ServerWait } from './feedback.ts';
-import { IDEMPOTENT, TOKEN, Wire } from './_h1.ts';
+import { Wire } from './_h1.ts';
+import { checkOptions } from './_options.ts';
 import { originPool, undici } from './_undici.ts';
 
 /** The limits of one origin. */
@@ -173,8 +173,6 @@ export interface RetryNote {
 /** undici's default headers and body timeouts, in ms. */
 const UNDICI_TIMEOUT = 300_000;
 
-const RETRY_STATUSES = [408, 429, 500, 502, 503, 504];
-
 const NOT_TRANSIENT = new Set([
   'UND_ERR_INVALID_ARG',
   'UND_ERR_NOT_SUPPORTED',
@@ -203,145 +201,6 @@ function message(error: unknown): string {
   return cause === '' || error.message.includes(cause)
     ? error.message
     : `${error.message}: ${cause}`;
-}
-
-/**
- * `limits` (`given`, over `base`) checked now, as the origin's Limiter would check them at its
- * first request, so that a bad one is refused when the client is made, by its path (`name`).
- */
-function checkLimits(name: string, given: unknown, base?: OriginLimits): OriginLimits {
-  v.options(name, given);
-  const limits: OriginLimits = { ...base, ...(given as OriginLimits | undefined) };
-  const concurrency =
-    limits.concurrency === undefined
-      ? 6
-      : v.integer(`${name}.concurrency`, limits.concurrency, 1, true);
-  parseRateOptions(limits, name);
-  return { ...limits, concurrency };
-}
-
-/** The origin a key of `origins` names (`"https://api.example.com"`), or a TypeError. */
-function originOf(key: string): string {
-  let url: URL | undefined;
-  try {
-    url = new URL(key);
-  } catch {
-    // below
-  }
-  if (
-    url === undefined ||
-    (url.protocol !== 'http:' && url.protocol !== 'https:') ||
-    url.username !== '' ||
-    url.password !== '' ||
-    url.pathname !== '/' ||
-    url.search !== '' ||
-    url.hash !== ''
-  ) {
-    throw new TypeError(
-      `Expected the keys of \`origins\` to be origins like "https://api.example.com", got ${v.describe(key)}`,
-    );
-  }
-  return url.origin;
-}
-
-/** The per-origin limits of `origins`, by the origin each key names, over `perOrigin`. */
-function checkOrigins(origins: unknown, perOrigin: OriginLimits): Map<string, OriginLimits> {
-  v.options('origins', origins);
-  const overrides = new Map<string, OriginLimits>();
-  for (const [key, limits] of Object.entries(origins ?? {})) {
-    const origin = originOf(key);
-    if (overrides.has(origin)) {
-      throw new RangeError(
-        `Expected the keys of \`origins\` to name each origin once, got ${v.describe(key)} for ${origin}, named before`,
-      );
-    }
-    overrides.set(origin, checkLimits(`origins[${JSON.stringify(key)}]`, limits, perOrigin));
-  }
-  return overrides;
-}
-
-/** `retry` checked, as the options it stands for (a number is a number of retries). */
-function checkRetry(retry: unknown): {
-  policy: RetryPolicy;
-  methods: ReadonlySet<string>;
-  statuses: ReadonlySet<number>;
-} {
-  if (typeof retry !== 'number' && (typeof retry !== 'object' || retry === null)) {
-    throw new TypeError(
-      `Expected \`retry\` to be a number of retries or an object, got ${v.describe(retry)}`,
-    );
-  }
-  const options: HttpRetryOptions & Pick<RetryOptions, 'retryIf' | 'maxRetryAfter'> =
-    typeof retry === 'number' ? { retries: v.integer('retry', retry, 0, true) } : retry;
-  const { methods, statuses, ...rest } = options;
-  // Options of `retry()` that the client has its own way to say: taking them silently would
-  // let them do nothing.
-  if (rest.maxRetryAfter !== undefined) {
-    absent('retry.maxRetryAfter', rest.maxRetryAfter, 'the HTTP client’s is `maxRetryAfter`');
-  }
-  if (rest.retryIf !== undefined) {
-    absent(
-      'retry.retryIf',
-      rest.retryIf,
-      'the HTTP client retries by `retry.methods` and `retry.statuses`',
-    );
-  }
-  return {
-    policy: retryPolicy(rest, 'retry'),
-    methods: new Set(
-      list('retry.methods', methods ?? IDEMPOTENT, 'an array of HTTP methods').map((m, i) => {
-        if (typeof m !== 'string' || !TOKEN.test(m)) {
-          throw new TypeError(
-            `Expected \`retry.methods[${i}]\` to be an HTTP method (a token, such as "GET"), got ${v.describe(m)}`,
-          );
-        }
-        return m.toUpperCase();
-      }),
-    ),
-    statuses: new Set(
-      list('retry.statuses', statuses ?? RETRY_STATUSES, 'an array of status codes').map(
-        (status, i) => {
-          if (typeof status !== 'number' || !Number.isInteger(status)) {
-            throw new TypeError(
-              `Expected \`retry.statuses[${i}]\` to be an integer from 100 to 599, got ${v.describe(status)}`,
-            );
-          }
-          if (status < 100 || status > 599) {
-            throw new RangeError(
-              `Expected \`retry.statuses[${i}]\` to be an integer from 100 to 599, got ${v.describe(status)}`,
-            );
-          }
-          return status;
-        },
-      ),
-    ),
-  };
-}
-
-/** Throws unless `value` is an array (`expected` says of what). */
-function list(name: string, value: unknown, expected: string): readonly unknown[] {
-  if (!Array.isArray(value)) {
-    throw new TypeError(`Expected \`${name}\` to be ${expected}, got ${v.describe(value)}`);
-  }
-  return value;
-}
-
-/** Refuses an option that is set but means nothing here (`why` says what to use instead). */
-function absent(name: string, value: unknown, why: string): never {
-  throw new TypeError(`Expected \`${name}\` to be absent (${why}), got ${v.describe(value)}`);
-}
-
-/** `clock` checked: an object with `now()`, `setTimeout()` and `clearTimeout()`. */
-function checkClock(clock: unknown): Clock {
-  if (clock === undefined) return systemClock;
-  if (typeof clock !== 'object' || clock === null) {
-    throw new TypeError(`Expected \`clock\` to be an object, got ${v.describe(clock)}`);
-  }
-  const { now, setTimeout, clearTimeout } = clock as Partial<Clock>;
-  v.fn('clock.now', now);
-  v.fn('clock.setTimeout', setTimeout);
-  v.fn('clock.clearTimeout', clearTimeout);
-  return clock as Clock;
 }
 
 /** The client's settings, as every call reads them. */
@@ -413,27 +272,14 @@ export class HttpClient {
   }
 
   constructor(options: HttpOptions = {}) {
-    v.options('options', options);
-    const perOrigin = checkLimits('perOrigin', options.perOrigin);
-    const overrides = checkOrigins(options.origins, perOrigin);
-    this.#limitsOf = (origin) => overrides.get(origin) ?? perOrigin;
-    const { policy, methods, statuses } = checkRetry(options.retry ?? 2);
-    const maxRetryAfter =
-      options.maxRetryAfter === undefined
-        ? 60_000
-        : v.number('maxRetryAfter', options.maxRetryAfter, 0, true);
-    const signal = v.signal('signal', options.signal);
-    if (options.onReport !== undefined) v.fn('onReport', options.onReport);
-    const clock = checkClock(options.clock);
-    const timeout =
-      options.timeout === undefined ? Infinity : v.number('timeout', options.timeout, 0, true);
+    const { concurrency, perOrigin, origins, policy, methods, statuses, ...o } =
+      checkOptions(options);
+    const { timeout, maxRetryAfter, signal, onReport, clock } = o;
+    this.#limitsOf = (origin) => origins.get(origin) ?? perOrigin;
     // Not 0 ("unlimited"): Node 20's getMaxListeners() throws on a signal set to 0, and undici asks.
     setMaxListeners(1_000_000, this.#closing.signal);
     this.limiter = new KeyedLimiter<string>({
-      concurrency:
-        options.concurrency === undefined
-          ? Infinity
-          : v.integer('concurrency', options.concurrency, 1, true),
+      concurrency,
       perKey: (origin) => {
         const { concurrency, rate, burst, window } = this.#limitsOf(origin);
         return { concurrency, rate, burst, window, timeout };
@@ -463,7 +309,7 @@ export class HttpClient {
       statuses,
       maxRetryAfter,
       signal,
-      options.onReport,
+      onReport,
       timeout !== Infinity,
       this.#closing.signal,
     );
