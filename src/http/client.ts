@@ -11,6 +11,14 @@
  * A 429 or 503 carrying a wait (Retry-After, RateLimit, X-RateLimit) pauses its origin for every
  * caller until then, and its retry never comes sooner. A wait longer than `maxRetryAfter` is not
  * retried: the response is delivered as it is.
+ *
+ * Invariants: an attempt ends exactly once, through `AttemptHandle.sent()` or `failed()` (and so
+ * gives its slot back), whatever its transport does: throw as it sends, fail later, or (the
+ * exchange's) not yet have the request on a connection when the attempt is aborted; undici never
+ * holds a request back after refusing another (see `originPool()`); a call's sink hears how it
+ * ended exactly once; nothing a caller's code does (a listener that throws, a `retry.random` that
+ * throws) reaches into the limiter or leaves a call unsettled (test/faults.test.ts makes every
+ * step fail).
  */
 import { AsyncResource } from 'node:async_hooks';
 import { setMaxListeners } from 'node:events';
