@@ -31,6 +31,7 @@ import {
 } from '../src/http/_h1.ts';
 import { createExchange, type ExchangeFunction, type HttpOptions } from '../src/http/index.ts';
 import { seeded } from './_helpers/random.ts';
+import { readRequests } from './_helpers/raw-server.ts';
 import { within } from './_helpers/within.ts';
 
 // ---------------------------------------------------------------------------------------------
@@ -319,30 +320,18 @@ class Harness {
       socket.on('close', () => {
         state.closed++;
       });
-      let buffered = Buffer.alloc(0);
-      socket.on('data', (data: Buffer) => {
-        buffered = Buffer.concat([buffered, data]);
-        for (;;) {
-          const end = buffered.indexOf('\r\n\r\n');
-          if (end === -1) return;
-          const head = buffered.toString('latin1', 0, end + 4);
-          const length = Number(/\r\ncontent-length: *(\d+)/i.exec(head)?.[1] ?? 0);
-          if (buffered.length < end + 4 + length) return;
-          const body = Buffer.from(buffered.subarray(end + 4, end + 4 + length));
-          buffered = buffered.subarray(end + 4 + length);
-          const [method = '', path = ''] = head.split(' ', 2);
-          const request = {
-            n: state.requests.length + 1,
-            connection,
-            head,
-            method,
-            path,
-            body,
-            socket,
-          };
-          state.requests.push(request);
-          void Promise.resolve(respond(request)).catch(() => socket.destroy());
-        }
+      readRequests(socket, (head, method, path, body) => {
+        const request = {
+          n: state.requests.length + 1,
+          connection,
+          head,
+          method,
+          path,
+          body,
+          socket,
+        };
+        state.requests.push(request);
+        void Promise.resolve(respond(request)).catch(() => socket.destroy());
       });
     });
     await this.#listen(server, state, () => {
@@ -553,17 +542,34 @@ describe('_h1: bodies and framing', { timeout: 10_000 }, () => {
     assert.equal(server.connections, 1);
   });
 
-  it('delivers a chunked body whose lines end in a bare LF', async (t) => {
+  it('takes a bare LF at the end of head and trailer lines (RFC 9112 §2.2)', async (t) => {
     const h = new Harness(t);
     const server = await answering(
       h,
-      'HTTP/1.1 200 OK\nTransfer-Encoding: chunked\n\n5\nhello\n6;x=y\n world\n0\nX-T: 1\n\n',
+      'HTTP/1.1 200 OK\nTransfer-Encoding: chunked\n\n5\r\nhello\r\n6;x=y\r\n world\r\n0\r\nX-T: 1\n\n',
     );
     const wire = h.wire();
     assertDelivered(await send(wire, server.url()), 200, 'hello world');
     assertDelivered(await send(wire, server.url()), 200, 'hello world');
     assert.equal(server.connections, 1);
   });
+
+  // Chunk framing has no such leniency (RFC 9112 §7.1): a reader that took a bare LF there could
+  // find the end of a chunk where another reader of the same bytes does not.
+  for (const [where, body] of [
+    ['a chunk-size line', '5\nhello\r\n0\r\n\r\n'],
+    ['the end of a chunk', '5\r\nhello\n0\r\n\r\n'],
+    ['the last chunk', '5\r\nhello\r\n0\n\r\n'],
+  ]) {
+    it(`fails a chunked body with a bare LF ending ${where}`, async (t) => {
+      const h = new Harness(t);
+      const server = await answering(
+        h,
+        `HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n${body}`,
+      );
+      assertFailed(await send(h.wire(), server.url()), 'HPE_INVALID_CHUNK_SIZE');
+    });
+  }
 
   it('accepts the same Content-Length listed more than once', async (t) => {
     await deliversInTurn(t, [
@@ -705,6 +711,7 @@ interface Scripted {
   chunkCuts: number[];
   extensions: boolean;
   trailers: boolean;
+  /** Whether the head's and the trailers' lines end in a bare LF (chunk framing's never do). */
   bareLf: boolean;
   caseSeed: number;
   /** How the response's bytes are split into writes. */
@@ -732,9 +739,13 @@ function serialize(s: Scripted, i: number): Buffer {
   for (let k = 1; k < bounds.length; k++) {
     const data = body.subarray(bounds[k - 1], bounds[k]);
     const ext = s.extensions ? `;ext${k}=${k}` : '';
-    parts.push(Buffer.from(`${mix(data.length.toString(16))}${ext}${eol}`), data, Buffer.from(eol));
+    parts.push(
+      Buffer.from(`${mix(data.length.toString(16))}${ext}\r\n`),
+      data,
+      Buffer.from('\r\n'),
+    );
   }
-  const last = `0${s.extensions ? ';end' : ''}${eol}`;
+  const last = `0${s.extensions ? ';end' : ''}\r\n`;
   const trailers = s.trailers ? `${mix('X-Trailer')}: ${i}${eol}X-More: m${eol}` : '';
   parts.push(Buffer.from(`${last}${trailers}${eol}`));
   return Buffer.concat(parts);
@@ -1116,6 +1127,48 @@ describe('_h1: errors', { timeout: 10_000 }, () => {
       true,
     ],
     [
+      'a control byte in a header value',
+      'HTTP/1.1 200 OK\r\nX-A: a\x01b\r\nContent-Length: 0\r\n\r\n',
+      'HPE_INVALID_HEADER_TOKEN',
+      false,
+    ],
+    [
+      'DEL in a header value',
+      'HTTP/1.1 200 OK\r\nX-A: a\x7f\r\n\r\n',
+      'HPE_INVALID_HEADER_TOKEN',
+      false,
+    ],
+    [
+      'a bad Content-Length on a 204, which has no body anyway',
+      'HTTP/1.1 204 No Content\r\nContent-Length: x\r\n\r\n',
+      'HPE_INVALID_CONTENT_LENGTH',
+      false,
+    ],
+    [
+      'both Transfer-Encoding and Content-Length on a 304',
+      'HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\nContent-Length: 0\r\n\r\n',
+      'HPE_UNEXPECTED_CONTENT_LENGTH',
+      false,
+    ],
+    [
+      'whitespace after a chunk size, with no extension',
+      'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5 \r\nhello\r\n0\r\n\r\n',
+      'HPE_INVALID_CHUNK_SIZE',
+      true,
+    ],
+    [
+      'an empty chunk extension',
+      'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;;\r\nhello\r\n0\r\n\r\n',
+      'HPE_INVALID_CHUNK_SIZE',
+      true,
+    ],
+    [
+      'a trailer line without a colon',
+      'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nno colon\r\n\r\n',
+      'HPE_INVALID_HEADER_TOKEN',
+      true,
+    ],
+    [
       'a chunk-size line longer than 1 KiB',
       `HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;${'x'.repeat(2000)}`,
       /^HPE_/,
@@ -1134,6 +1187,55 @@ describe('_h1: errors', { timeout: 10_000 }, () => {
       assert.equal(r.errors.length + r.ends, 1, 'exactly one of end and error');
     });
   }
+
+  /**
+   * A server that speaks another protocol may never send the blank line a head ends with: its
+   * first bytes are enough to fail the request (what came, split as it came, and the error).
+   */
+  const notHttp: [string, string[], string][] = [
+    [
+      'an SSH server',
+      ['SSH-2.0-OpenSSH_9.6p1 Ubuntu-3ubuntu13\r\n'],
+      'the server\'s response does not start with HTTP/1. (got "SSH-2.0-Open…")',
+    ],
+    [
+      'a TLS alert',
+      ['\x15\x03\x01\x00\x02\x02\x46'],
+      'the server\'s response does not start with HTTP/1. (got "\\u0015\\u0003\\u0001\\u0000\\u0002\\u0002F")',
+    ],
+    [
+      'HTTP/2, in two reads',
+      ['HT', 'TP/2 200\r\n'],
+      'the server\'s response does not start with HTTP/1. (got "HTTP/2 200\\r\\n")',
+    ],
+    [
+      'lower case, after empty lines',
+      ['\r\n\r\n', 'http/1.1 200 OK\r\n'],
+      'the server\'s response does not start with HTTP/1. (got "http/1.1 200…")',
+    ],
+  ];
+  for (const [what, reads, message] of notHttp) {
+    it(`fails at once a response from ${what}, saying it does not start with HTTP/1.`, async (t) => {
+      const h = new Harness(t);
+      const server = await h.raw(async ({ socket }) => {
+        for (const read of reads) {
+          socket.write(Buffer.from(read, 'latin1'));
+          await turn();
+          await turn();
+        }
+      });
+      const r = await send(h.wire(), server.url()); // the connection stays open: no close to wait for
+      assertFailed(r, 'HPE_INVALID_CONSTANT');
+      assert.equal(r.errors[0]?.message, message);
+      await until(() => server.closed === 1, 'the client closed the connection');
+    });
+  }
+
+  it('skips empty lines before the status line, as Node’s parser does', async (t) => {
+    const h = new Harness(t);
+    const server = await answering(h, `\r\n\n\r\n${ok('after empty lines')}`);
+    assertDelivered(await send(h.wire(), server.url()), 200, 'after empty lines');
+  });
 
   it('fails a response head larger than http.maxHeaderSize with HPE_HEADER_OVERFLOW', async (t) => {
     const h = new Harness(t);

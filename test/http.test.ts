@@ -17,11 +17,12 @@ import assert from 'node:assert/strict';
 import { AsyncLocalStorage } from 'node:async_hooks';
 import diagnosticsChannel from 'node:diagnostics_channel';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
 import { describe, it, type TestContext } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import { ClosedError, RetryBudget, RetryError, TimeoutError } from '../src/index.ts';
 import {
+  createExchange,
   createFetch,
   createRequest,
   type HttpOptions,
@@ -30,7 +31,10 @@ import {
   type LimitedResponse,
   type RequestReport,
 } from '../src/http/index.ts';
+import { assertAtRest } from './_helpers/at-rest.ts';
+import { catchUncaught } from './_helpers/uncaught.ts';
 import { Stalled, within } from './_helpers/within.ts';
+import { cli } from './cli-helpers.ts';
 
 interface Arrival {
   path: string;
@@ -773,14 +777,7 @@ describe('createFetch: responses and reports', { timeout: 10_000 }, () => {
       if (req.url === '/drop') req.socket.destroy();
       else reply(res, 200, {}, 'fine');
     });
-    const thrown: unknown[] = [];
-    const saved = process.listeners('uncaughtException');
-    process.removeAllListeners('uncaughtException');
-    process.on('uncaughtException', (error) => thrown.push(error));
-    t.after(() => {
-      process.removeAllListeners('uncaughtException');
-      for (const listener of saved) process.on('uncaughtException', listener);
-    });
+    const thrown = catchUncaught(t);
     const fetch = h.fetch({
       concurrency: 1,
       retry: 0,
@@ -1174,5 +1171,116 @@ describe('createRequest', { timeout: 10_000 }, () => {
     const request = h.request({ timeout: 100, retry: 0 });
     await assert.rejects(within(1_000, request(server.url('/')), 'the timeout'), TimeoutError);
     assert.equal(server.arrivals.length, 1);
+  });
+});
+
+describe('a request undici refuses', { timeout: 15_000 }, () => {
+  /** A POST with `Transfer-Encoding: chunked` and a string body: undici refuses it inside dispatch(). */
+  const refused = {
+    method: 'POST',
+    headers: { 'transfer-encoding': 'chunked' },
+    body: 'hello',
+  } as const;
+
+  it('createExchange: fails it at once, and sends the next requests to its origin', async (t) => {
+    const h = new Harness(t);
+    const server = await h.serve(answerAfter(0, 'fine'));
+    const exchange = createExchange({ perOrigin: { concurrency: 1 }, timeout: 5_000 });
+    t.after(() => exchange.close({ deadline: 0 }));
+    const [a, b, c] = await within(
+      3_000,
+      Promise.allSettled([
+        exchange(server.url('/a'), refused),
+        exchange(server.url('/b'), refused),
+        exchange(server.url('/c'), { keepBody: true }),
+      ]),
+      'three calls, one slot',
+    );
+    for (const outcome of [a, b]) {
+      assert.equal(outcome.status, 'rejected');
+      assert.match(String(outcome.reason), /transfer-encoding/);
+    }
+    assert.equal(c.status === 'fulfilled' ? c.value.body?.toString() : c.reason, 'fine');
+    assert.deepEqual(
+      server.arrivals.map((a) => a.path),
+      ['/c'],
+    );
+    await assertAtRest(exchange.client, [server.origin]);
+  });
+
+  for (const api of ['createFetch', 'createRequest'] as const) {
+    it(`${api}: fails it at once, and sends the next requests to its origin`, async (t) => {
+      const h = new Harness(t);
+      const server = await h.serve(answerAfter(0, 'fine'));
+      const options: HttpOptions = { perOrigin: { concurrency: 1 }, timeout: 5_000 };
+      const get =
+        api === 'createFetch'
+          ? (() => {
+              const fetch = h.fetch(options);
+              return Object.assign(
+                (path: string, init?: typeof refused) =>
+                  fetch(server.url(path), init).then((r) => r.text()),
+                { client: fetch.client },
+              );
+            })()
+          : (() => {
+              const request = h.request(options);
+              return Object.assign(
+                (path: string, init?: typeof refused) =>
+                  request(server.url(path), init).then((r) => r.body.text()),
+                { client: request.client },
+              );
+            })();
+      const outcomes = await within(
+        3_000,
+        Promise.allSettled([get('/a', refused), get('/b', refused), get('/c')]),
+        'three calls, one slot',
+      );
+      assert.deepEqual(
+        outcomes.map((o) => o.status),
+        ['rejected', 'rejected', 'fulfilled'],
+      );
+      assert.equal((outcomes[2] as PromiseFulfilledResult<string>).value, 'fine');
+      await assertAtRest(get.client, [server.origin]);
+    });
+  }
+
+  it('sluice fetch: writes a record for every line and exits 1', async (t) => {
+    const h = new Harness(t);
+    const server = await h.serve(answerAfter(0, 'fine'));
+    const line = (path: string, request: object = {}) =>
+      JSON.stringify({ url: server.url(path), ...request });
+    const stdin = [line('/a', refused), line('/b', refused), line('/c')].join('\n') + '\n';
+    const run = await within(5_000, cli(['fetch', '-', '-c', '1'], { stdin }), 'sluice fetch');
+    assert.equal(run.code, 1, run.stderr);
+    assert.deepEqual(
+      run.records.map((r) => [r.index, r.ok]),
+      [
+        [0, false],
+        [1, false],
+        [2, true],
+      ],
+    );
+  });
+
+  it('createExchange: ends an attempt at its timeout while undici is still connecting', async (t) => {
+    // A TCP server that never answers the TLS handshake: undici has not started the request
+    // (it is waiting for its connection) when the attempt times out.
+    const sockets: Socket[] = [];
+    const silent = createNetServer((socket) => sockets.push(socket));
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    t.after(async () => {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => silent.close(resolve));
+    });
+    const origin = `https://127.0.0.1:${(silent.address() as AddressInfo).port}`;
+    const exchange = createExchange({ perOrigin: { concurrency: 1 }, timeout: 200, retry: 0 });
+    t.after(() => exchange.close({ deadline: 0 }));
+    const started = performance.now();
+    await assert.rejects(within(3_000, exchange(`${origin}/a`), 'the timeout'), TimeoutError);
+    // Its slot is back well before undici's own connect timeout (10 s).
+    await within(3_000, exchange.client.limiter.onIdle(), 'the slot back');
+    assert.ok(performance.now() - started < 3_000);
+    await assertAtRest(exchange.client, [origin]);
   });
 });

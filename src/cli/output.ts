@@ -114,7 +114,16 @@ export class Output {
   }
 
   #send(chunk: Buffer | string, written?: () => void): void {
-    if (!this.#stream.write(chunk, written) && !this.#blocked) {
+    let more: boolean;
+    try {
+      more = this.#stream.write(chunk, written);
+    } catch (error) {
+      // A stream that throws rather than emitting 'error' (this may run in the batch's timer,
+      // where a throw would end the process): the output has failed all the same.
+      this.#onError(error instanceof Error ? error : new Error(String(error)));
+      return;
+    }
+    if (!more && !this.#blocked) {
       this.#blocked = true;
       this.#stream.once('drain', this.#onDrain);
     }

@@ -17,9 +17,18 @@
  *
  * Framing follows RFC 9112 §6: no body for HEAD, 1xx, 204 and 304; `Transfer-Encoding` whose last
  * coding is chunked; `Content-Length`; otherwise the body runs to the end of the connection. 1xx
- * interim responses are skipped. A response that is not HTTP/1.x, a head longer than
- * `http.maxHeaderSize`, or a bad length fails the request with an `HPE_` error, as Node's own
- * parser names them, and the connection is closed.
+ * interim responses are skipped, and so are empty lines before a status line (as Node's parser
+ * does). A response that is not HTTP/1.x (found from its first bytes: a server speaking another
+ * protocol may never end a head), a head longer than `http.maxHeaderSize`, or a bad length fails
+ * the request with an `HPE_` error, as Node's own parser names them, and the connection is closed.
+ *
+ * It is as strict as Node's parser, which test/h1-differential.test.ts holds it to: both Content-
+ * Length and Transfer-Encoding, or a bad Content-Length, fail even a response without a body; a
+ * field with a control byte, a bare CR or a NUL fails (trailers are checked as headers are); chunk
+ * framing takes CRLF only, and extensions only as RFC 9112 §7.1.1 writes them. Where RFC 9112
+ * lets a reader go either way, it is lenient in the ways that test lists: a bare LF ends a head's
+ * or a trailer's line (§2.2), an obs-fold is joined with a space (§5.2), and one Content-Length
+ * given more than once is that length (RFC 9110 §8.6).
  */
 import { maxHeaderSize } from 'node:http';
 import { connect, type Socket } from 'node:net';
@@ -81,7 +90,8 @@ const CONNECTION_HEADERS = new Set([
 ]);
 /** The idempotent methods (RFC 9110 §9.2.2): what may be sent again, here and by retries. */
 export const IDEMPOTENT: readonly string[] = ['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE'];
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/** A token (RFC 9110 §5.6.2): what a method or a header name is. */
+export const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 /** What a header value may not contain (undici's rule): controls other than tab, and > 0xff. */
 const BAD_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
 
@@ -468,16 +478,12 @@ class Connection {
           }
           break;
         case Phase.ChunkEnd:
-          // The CRLF that ends a chunk's data (a bare LF is taken too).
-          if (buffer[at] === 0x0d && this.#remaining === 2) {
-            this.#remaining = 1;
-            at++;
-          } else if (buffer[at] === 0x0a) {
-            this.#phase = Phase.ChunkSize;
-            at++;
-          } else {
+          // The CRLF that ends a chunk's data. Not a bare LF: chunk framing has no leniency
+          // (RFC 9112 §7.1), and a reader that took one could split a body where others do not.
+          if (buffer[at] !== (this.#remaining === 2 ? 0x0d : 0x0a))
             throw wireError('a chunk is longer than its size says', 'HPE_INVALID_CHUNK_SIZE');
-          }
+          at++;
+          if (--this.#remaining === 0) this.#phase = Phase.ChunkSize;
           break;
         case Phase.Trailers:
           at = this.#trailers(buffer, at, end);
@@ -526,7 +532,11 @@ class Connection {
   #head(buffer: Buffer, at: number, end: number, handler: WireHandler): number {
     const bytes = this.#join(buffer, at, end);
     const consumedBefore = this.#pending === undefined ? 0 : this.#pending.length;
-    const stop = headEnd(bytes);
+    // Empty lines before a status line are skipped, as Node's parser skips them.
+    let start = 0;
+    while (start < bytes.length && (bytes[start] === 0x0d || bytes[start] === 0x0a)) start++;
+    checkStart(bytes, start);
+    const stop = headEnd(bytes, start);
     if (stop === -1) {
       this.#keep(bytes, maxHeaderSize, 'the response head', 'HPE_HEADER_OVERFLOW');
       return end;
@@ -538,7 +548,7 @@ class Connection {
       );
     this.#pending = undefined;
     const next = at + stop.next - consumedBefore;
-    const head = bytes.toString('latin1', 0, stop.at);
+    const head = bytes.toString('latin1', start, stop.at);
     this.#respond(head, handler);
     return next;
   }
@@ -551,41 +561,8 @@ class Connection {
     let lineEnd = head.indexOf('\n');
     if (lineEnd === -1) lineEnd = head.length;
     const status = statusOf(head, lineEnd);
-    if (BARE_CR_OR_NUL.test(head))
-      throw wireError('a response head holds a bare CR or a NUL', 'HPE_INVALID_HEADER_TOKEN');
     const headers = new HeaderBag();
-    let last = '';
-    let from = lineEnd + 1;
-    while (from < head.length) {
-      let to = head.indexOf('\n', from);
-      if (to === -1) to = head.length;
-      const stop = head.charCodeAt(to - 1) === 0x0d ? to - 1 : to;
-      const at = from;
-      from = to + 1;
-      if (stop === at) continue;
-      const first = head.charCodeAt(at);
-      if ((first === 0x20 || first === 0x09) && last !== '') {
-        // obs-fold: the line continues the previous header's value (RFC 9112 §5.2).
-        const value = headers[last];
-        const more = trimmed(head, at, stop);
-        if (Array.isArray(value)) value[value.length - 1] = `${value.at(-1) ?? ''} ${more}`;
-        else headers[last] = `${value ?? ''} ${more}`;
-        continue;
-      }
-      const colon = head.indexOf(':', at);
-      if (colon <= at || colon >= stop || !TOKEN.test(head.slice(at, colon)))
-        throw wireError(
-          `a bad header line: ${JSON.stringify(head.slice(at, Math.min(stop, at + 80)))}`,
-          'HPE_INVALID_HEADER_TOKEN',
-        );
-      const key = head.slice(at, colon).toLowerCase();
-      const value = trimmed(head, colon + 1, stop);
-      const before = headers[key];
-      if (before === undefined) headers[key] = value;
-      else if (Array.isArray(before)) before.push(value);
-      else headers[key] = [before, value];
-      last = key;
-    }
+    readFields(head, lineEnd + 1, headers);
     if (status < 200) {
       if (status === 101)
         throw wireError(
@@ -605,21 +582,21 @@ class Connection {
     const request = this.request as WireRequest;
     const transfer = headers['transfer-encoding'];
     const length = headers['content-length'];
+    // Both, or a bad length, even on a response without a body, is how responses are split
+    // (RFC 9112 §6.1, §6.3): refused, as Node's parser refuses them.
+    if (transfer !== undefined && length !== undefined)
+      throw wireError('both Transfer-Encoding and Content-Length', 'HPE_UNEXPECTED_CONTENT_LENGTH');
+    const size = length === undefined ? 0 : contentLength(length);
     let phase: Phase;
     let remaining = 0;
     if (request.bodiless || status === 204 || status === 304) {
       phase = Phase.Done;
     } else if (transfer !== undefined) {
-      if (length !== undefined)
-        throw wireError(
-          'both Transfer-Encoding and Content-Length',
-          'HPE_UNEXPECTED_CONTENT_LENGTH',
-        );
       phase = /(?:^|,)\s*chunked\s*$/i.test(joined(transfer) ?? '')
         ? Phase.ChunkSize
         : Phase.UntilClose;
     } else if (length !== undefined) {
-      remaining = contentLength(length);
+      remaining = size;
       phase = remaining === 0 ? Phase.Done : Phase.Length;
     } else {
       phase = Phase.UntilClose;
@@ -679,6 +656,7 @@ class Connection {
       this.#keep(bytes, maxHeaderSize, 'the trailers', 'HPE_HEADER_OVERFLOW');
       return end;
     }
+    if (next > 2) readFields(bytes.toString('latin1', 0, next), 0, undefined);
     this.#pending = undefined;
     this.#done(this.#keepAlive);
     return at + next - consumedBefore;
@@ -730,8 +708,62 @@ function statusOf(head: string, end: number): number {
   return d0 * 100 + d1 * 10 + d2;
 }
 
-/** A bare CR (not before an LF) or a NUL: what no response head may hold. */
-const BARE_CR_OR_NUL = /\r(?!\n)|\0/;
+/**
+ * What no line of a head or of trailers may hold (RFC 9110 §5.5, RFC 9112 §4): a control byte
+ * other than HTAB (a CR only before the LF that ends the line), or DEL. Node's parser refuses
+ * them in fields too (it takes them in a reason phrase, where RFC 9112 §4 allows none either).
+ */
+const BAD_BYTE = /\r(?!\n)|[^\t\n\r\x20-\x7e\x80-\xff]/;
+
+/**
+ * Reads the field lines of `text` from `from` (header or trailer lines, each ending in CRLF or a
+ * bare LF, RFC 9112 §2.2) into `fields` (or only checks them, when undefined); throws a protocol
+ * error for a line that is not `token ":" value`, or for a byte that no line of `text` (a whole
+ * head, status line included, or trailers) may hold. An obs-fold line continues the previous
+ * value, joined by a space (RFC 9112 §5.2).
+ */
+function readFields(
+  text: string,
+  from: number,
+  fields: Record<string, string | string[] | undefined> | undefined,
+): void {
+  if (BAD_BYTE.test(text))
+    throw wireError(
+      'a response holds a control byte, a bare CR or a NUL',
+      'HPE_INVALID_HEADER_TOKEN',
+    );
+  let last = '';
+  while (from < text.length) {
+    let to = text.indexOf('\n', from);
+    if (to === -1) to = text.length;
+    const stop = text.charCodeAt(to - 1) === 0x0d ? to - 1 : to;
+    const at = from;
+    from = to + 1;
+    if (stop === at) continue;
+    const first = text.charCodeAt(at);
+    if ((first === 0x20 || first === 0x09) && last !== '') {
+      if (fields === undefined) continue;
+      const value = fields[last];
+      const more = trimmed(text, at, stop);
+      if (Array.isArray(value)) value[value.length - 1] = `${value.at(-1) ?? ''} ${more}`;
+      else fields[last] = `${value ?? ''} ${more}`;
+      continue;
+    }
+    const colon = text.indexOf(':', at);
+    if (colon <= at || colon >= stop || !TOKEN.test(text.slice(at, colon)))
+      throw wireError(
+        `a bad header line: ${JSON.stringify(text.slice(at, Math.min(stop, at + 80)))}`,
+        'HPE_INVALID_HEADER_TOKEN',
+      );
+    last = text.slice(at, colon).toLowerCase();
+    if (fields === undefined) continue;
+    const value = trimmed(text, colon + 1, stop);
+    const before = fields[last];
+    if (before === undefined) fields[last] = value;
+    else if (Array.isArray(before)) before.push(value);
+    else fields[last] = [before, value];
+  }
+}
 
 /** `text[from, to)` without the spaces and tabs around it (not String#trim's other spaces). */
 function trimmed(text: string, from: number, to: number): string {
@@ -748,12 +780,42 @@ function hasToken(value: string | string[], token: string): boolean {
   for (const part of text.split(',')) if (part.trim() === token) return true;
   return false;
 }
-const CHUNK_SIZE = /^([0-9A-Fa-f]+)[\t ]*(?:;.*)?\r?$/;
+/**
+ * A chunk-size line (its LF left off): hex digits, then chunk extensions as RFC 9112 §7.1.1 has
+ * them (`BWS ";" BWS token [BWS "=" BWS (token / quoted-string)]`, each), then CR. Nothing else:
+ * no whitespace after the size but before a ";", no bare LF line end.
+ */
+const CHUNK_SIZE =
+  /^([0-9A-Fa-f]+)(?:[\t ]*;[\t ]*[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?:[\t ]*=[\t ]*(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+|"(?:[\t !\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"))?)*\r$/;
 
-/** Where a head ends in `bytes` (its blank line), and where what follows it starts; or -1. */
-function headEnd(bytes: Buffer): { at: number; next: number } | -1 {
-  const crlf = bytes.indexOf('\n\r\n', 0, 'latin1');
-  const lf = bytes.indexOf('\n\n', 0, 'latin1');
+/** What every HTTP/1 status line starts with. */
+const HTTP_1 = Buffer.from('HTTP/1.', 'latin1');
+
+/**
+ * Throws unless the bytes at `start` can begin a status line, as far as they go: a server that
+ * speaks another protocol (SSH, TLS) may never send the blank line that would end a head.
+ */
+function checkStart(bytes: Buffer, start: number): void {
+  const n = Math.min(HTTP_1.length, bytes.length - start);
+  for (let i = 0; i < n; i++) {
+    if (bytes[start + i] !== HTTP_1[i]) {
+      const got = bytes.toString('latin1', start, start + 12);
+      const more = bytes.length - start > 12 ? '…' : '';
+      throw wireError(
+        `the server's response does not start with HTTP/1. (got ${JSON.stringify(got).slice(0, -1)}${more}")`,
+        'HPE_INVALID_CONSTANT',
+      );
+    }
+  }
+}
+
+/**
+ * Where a head that starts at `from` ends in `bytes` (its blank line), and where what follows it
+ * starts; or -1.
+ */
+function headEnd(bytes: Buffer, from = 0): { at: number; next: number } | -1 {
+  const crlf = bytes.indexOf('\n\r\n', from, 'latin1');
+  const lf = bytes.indexOf('\n\n', from, 'latin1');
   if (crlf === -1 && lf === -1) return -1;
   if (lf === -1 || (crlf !== -1 && crlf < lf)) return { at: crlf + 1, next: crlf + 3 };
   return { at: lf + 1, next: lf + 2 };

@@ -11,12 +11,19 @@
  * A 429 or 503 carrying a wait (Retry-After, RateLimit, X-RateLimit) pauses its origin for every
  * caller until then, and its retry never comes sooner. A wait longer than `maxRetryAfter` is not
  * retried: the response is delivered as it is.
+ *
+ * Invariants: an attempt ends exactly once, through `AttemptHandle.sent()` or `failed()` (and so
+ * gives its slot back), whatever its transport does: throw as it sends, fail later, or (the
+ * exchange's) not yet have the request on a connection when the attempt is aborted; undici never
+ * holds a request back after refusing another (see `originPool()`); a call's sink hears how it
+ * ended exactly once; nothing a caller's code does (a listener that throws, a `retry.random` that
+ * throws) reaches into the limiter or leaves a call unsettled (test/faults.test.ts makes every
+ * step fail).
  */
 import { AsyncResource } from 'node:async_hooks';
 import { setMaxListeners } from 'node:events';
 import type { Agent } from 'undici';
 import type { Clock } from '../_clock.ts';
-import { systemClock } from '../_clock.ts';
 import type { RateSpec } from '../_parse.ts';
 import * as v from '../_validate.ts';
 import { ClosedError, RetryError, TimeoutError } from '../errors.ts';
@@ -29,10 +36,11 @@ import {
   type TaskRunner,
 } from '../_task.ts';
 import type { WindowKind } from '../rate.ts';
-import { RetryPolicy, sleep, type RetryOptions } from '../retry.ts';
+import { sleep, type RetryOptions, type RetryPolicy } from '../retry.ts';
 import { serverWait, type HeaderGetter, type ServerWait } from './feedback.ts';
-import { IDEMPOTENT, Wire } from './_h1.ts';
-import { undici } from './_undici.ts';
+import { Wire } from './_h1.ts';
+import { checkOptions } from './_options.ts';
+import { originPool, undici } from './_undici.ts';
 
 /** The limits of one origin. */
 export interface OriginLimits {
@@ -55,7 +63,11 @@ export interface HttpRetryOptions extends Omit<
   statuses?: readonly number[];
 }
 
-/** Options shared by `createFetch()` and `createRequest()`. */
+/**
+ * Options shared by `createFetch()`, `createRequest()` and `createExchange()`. Every one is
+ * checked when the function is made: a bad one throws a TypeError or RangeError that names it by
+ * its path (`perOrigin.rate`, `origins["https://a.example"].rate`).
+ */
 export interface HttpOptions {
   /** At most this many requests in flight across all origins. @default Infinity */
   concurrency?: number;
@@ -169,8 +181,6 @@ export interface RetryNote {
 /** undici's default headers and body timeouts, in ms. */
 const UNDICI_TIMEOUT = 300_000;
 
-const RETRY_STATUSES = [408, 429, 500, 502, 503, 504];
-
 const NOT_TRANSIENT = new Set([
   'UND_ERR_INVALID_ARG',
   'UND_ERR_NOT_SUPPORTED',
@@ -199,15 +209,6 @@ function message(error: unknown): string {
   return cause === '' || error.message.includes(cause)
     ? error.message
     : `${error.message}: ${cause}`;
-}
-
-function checkLimits(name: string, limits: OriginLimits | undefined): OriginLimits {
-  v.options(name, limits);
-  const concurrency =
-    limits?.concurrency === undefined
-      ? 6
-      : v.integer(`${name}.concurrency`, limits.concurrency, 1, true);
-  return { ...limits, concurrency };
 }
 
 /** The client's settings, as every call reads them. */
@@ -279,47 +280,14 @@ export class HttpClient {
   }
 
   constructor(options: HttpOptions = {}) {
-    v.options('options', options);
-    const perOrigin = checkLimits('perOrigin', options.perOrigin);
-    v.options('origins', options.origins);
-    const overrides = new Map<string, OriginLimits>();
-    for (const [origin, limits] of Object.entries(options.origins ?? {})) {
-      let normal: string;
-      try {
-        normal = new URL(origin).origin;
-      } catch {
-        throw new TypeError(
-          `Expected the keys of \`origins\` to be origins like "https://api.example.com", got ${v.describe(origin)}`,
-        );
-      }
-      overrides.set(normal, {
-        ...perOrigin,
-        ...checkLimits(`origins[${JSON.stringify(origin)}]`, { ...perOrigin, ...limits }),
-      });
-    }
-    this.#limitsOf = (origin) => overrides.get(origin) ?? perOrigin;
-    const retry = options.retry === undefined ? 2 : options.retry;
-    const retryOptions: HttpRetryOptions =
-      typeof retry === 'number' ? { retries: v.integer('retry', retry, 0, true) } : retry;
-    v.options('retry', retryOptions);
-    const { methods, statuses, ...rest } = retryOptions;
-    const policy = new RetryPolicy(rest, 'retry');
-    const maxRetryAfter =
-      options.maxRetryAfter === undefined
-        ? 60_000
-        : v.number('maxRetryAfter', options.maxRetryAfter, 0, true);
-    const signal = v.signal('signal', options.signal);
-    if (options.onReport !== undefined) v.fn('onReport', options.onReport);
-    const clock = options.clock ?? systemClock;
-    const timeout =
-      options.timeout === undefined ? Infinity : v.number('timeout', options.timeout, 0, true);
+    const { concurrency, perOrigin, origins, policy, methods, statuses, ...o } =
+      checkOptions(options);
+    const { timeout, maxRetryAfter, signal, onReport, clock } = o;
+    this.#limitsOf = (origin) => origins.get(origin) ?? perOrigin;
     // Not 0 ("unlimited"): Node 20's getMaxListeners() throws on a signal set to 0, and undici asks.
     setMaxListeners(1_000_000, this.#closing.signal);
     this.limiter = new KeyedLimiter<string>({
-      concurrency:
-        options.concurrency === undefined
-          ? Infinity
-          : v.integer('concurrency', options.concurrency, 1, true),
+      concurrency,
       perKey: (origin) => {
         const { concurrency, rate, burst, window } = this.#limitsOf(origin);
         return { concurrency, rate, burst, window, timeout };
@@ -331,27 +299,25 @@ export class HttpClient {
     // and body timeouts (300 s each) cannot fire before an attempt's timeout of 300 s or less:
     // they are off then, for they cost a timer object per request that lives up to a second.
     const undiciTimeouts = timeout <= UNDICI_TIMEOUT ? { headersTimeout: 0, bodyTimeout: 0 } : {};
-    this.#newAgent = () => {
-      const { Agent, Pool } = undici();
-      return new Agent({
+    this.#newAgent = () =>
+      new (undici().Agent)({
         factory: (origin, opts) => {
           const concurrency = this.#limitsOf(new URL(String(origin)).origin).concurrency ?? 6;
           const connections = concurrency === Infinity ? null : concurrency;
-          return new Pool(origin, Object.assign({}, opts, undiciTimeouts, { connections }));
+          return originPool(origin, Object.assign({}, opts, undiciTimeouts, { connections }));
         },
       });
-    };
     this.#core = new Core(
       this.limiter,
       () => this.agent,
       this.#wire,
       clock,
       policy,
-      new Set((methods ?? IDEMPOTENT).map((m) => m.toUpperCase())),
-      new Set(statuses ?? RETRY_STATUSES),
+      methods,
+      statuses,
       maxRetryAfter,
       signal,
-      options.onReport,
+      onReport,
       timeout !== Infinity,
       this.#closing.signal,
     );
@@ -444,6 +410,8 @@ export class Call<R> extends AsyncResource {
   #busyMs = 0;
   /** Set while `next()` puts the first attempt in line: one that starts at once starts now. */
   #entering = false;
+  /** Whether the sink has heard how the call ended (it hears it once). */
+  #ended = false;
 
   constructor(
     core: Core,
@@ -481,6 +449,9 @@ export class Call<R> extends AsyncResource {
     this.#entering = this.#scheduled === 1;
     try {
       this.#core.limiter.runTask(this.origin, attempt, this.#priority, this.signal);
+    } catch (error) {
+      // Not expected (a refused attempt is told through `done()`), but the call must end.
+      this.#fail(error);
     } finally {
       this.#entering = false;
     }
@@ -525,6 +496,8 @@ export class Call<R> extends AsyncResource {
 
   /** The response goes to the caller. */
   deliver(sent: Sent<R>, wait: ServerWait | undefined): void {
+    if (this.#ended) return;
+    this.#ended = true;
     const core = this.#core;
     const now = core.clock.now();
     this.deliveredAt = now;
@@ -539,7 +512,11 @@ export class Call<R> extends AsyncResource {
       this.error = `the server asked to wait ${Math.ceil(wait.ms / 1000)}s, more than maxRetryAfter (${core.maxRetryAfter}ms)`;
     }
     this.#report(sent.status);
-    this.#sink.delivered(sent.value, this);
+    try {
+      this.#sink.delivered(sent.value, this);
+    } catch (error) {
+      rethrowLater(error);
+    }
   }
 
   /** A response with a status to retry was thrown away: back off, then try again. */
@@ -549,15 +526,25 @@ export class Call<R> extends AsyncResource {
     this.#backoff(delay);
   }
 
-  /** The current attempt failed (or never started): retry it if that is worth it, or fail. */
+  /**
+   * The current attempt failed (or never started): retry it if that is worth it, or fail. Called
+   * from inside the limiter: it never throws (a retry that cannot be decided, such as one whose
+   * `retry.random` throws, fails the call with why).
+   */
   attemptFailed(attempt: AttemptHandle<R>, error: unknown): void {
     this.#busyMs += this.#core.clock.now() - this.#attemptStart;
     const n = attempt.attempt;
     const aborted = this.signal?.aborted === true;
-    const delay =
-      this.#retriable && !aborted && isTransient(error)
-        ? this.#core.retryDelay(n, undefined, attempt.charged)
-        : undefined;
+    let delay: number | undefined;
+    try {
+      delay =
+        this.#retriable && !aborted && isTransient(error)
+          ? this.#core.retryDelay(n, undefined, attempt.charged)
+          : undefined;
+    } catch (thrown) {
+      this.#fail(thrown);
+      return;
+    }
     if (delay === undefined) {
       this.#fail(
         n > 1 && !aborted
@@ -583,10 +570,17 @@ export class Call<R> extends AsyncResource {
     );
   }
 
+  /** The call failed: the sink hears it, once. */
   #fail(error: unknown): void {
+    if (this.#ended) return;
+    this.#ended = true;
     this.error = message(error);
     this.#report(undefined);
-    this.#sink.failed(error, this);
+    try {
+      this.#sink.failed(error, this);
+    } catch (thrown) {
+      rethrowLater(thrown);
+    }
   }
 
   /** Tells whoever listens for reports, in the caller's async context. */
@@ -610,24 +604,31 @@ export class Call<R> extends AsyncResource {
     this.runInAsyncScope(this.#tell, this, report);
   }
 
-  /**
-   * A listener that throws does not break the call: the call settles as it would have, and the
-   * exception is thrown again on its own, as an uncaught exception, as a timer's would be.
-   */
   #tell(report: RequestReport): void {
-    const listeners = [this.#core.onReport, this.#onReport];
-    for (const listener of listeners) {
-      if (listener === undefined) continue;
-      try {
-        listener(report);
-      } catch (error) {
-        process.nextTick(rethrow, error);
-      }
-    }
+    if (this.#core.onReport !== undefined) tell(this.#core.onReport, report);
+    if (this.#onReport !== undefined) tell(this.#onReport, report);
   }
 }
 
 const NO_RETRIES: readonly RetryNote[] = Object.freeze([]);
+
+/**
+ * Calls a caller's listener (`onReport`, `onStatus`). One that throws, or returns a promise that
+ * rejects, does not break the call, which goes on as it would have: the exception is thrown again
+ * on its own, as an uncaught exception, as a timer's would be. @internal
+ */
+export function tell<T>(listener: (value: T) => unknown, value: T): void {
+  try {
+    const result = listener(value);
+    if (v.isThenable(result)) result.then(undefined, rethrowLater);
+  } catch (error) {
+    rethrowLater(error);
+  }
+}
+
+function rethrowLater(error: unknown): void {
+  process.nextTick(rethrow, error);
+}
 
 function rethrow(error: unknown): never {
   throw error;
@@ -689,20 +690,22 @@ export class AttemptHandle<R> implements TaskRunner {
     const context = this.#context as TaskContext;
     const call = this.#call;
     const status = sent.status;
-    // Most responses carry no wait: `serverWait()` settles that with a few lookups.
-    const wait = serverWait(sent.header);
+    let wait: ServerWait | undefined;
     let delay: number | undefined;
     try {
+      // Most responses carry no wait: `serverWait()` settles that with a few lookups.
+      wait = serverWait(sent.header);
       call.heed(status, wait);
       // Nobody takes the response of an attempt the call moved on from (timed out, aborted).
       if (this.#decided) {
-        this.#endAfter(sent.discard(), context, true, undefined);
+        this.#endAfter(discarded(sent), context, true, undefined);
         return;
       }
       delay = call.retryDelay(this, status, wait);
     } catch (error) {
-      // Not expected (a closing client no longer pauses); should it happen, the attempt fails.
-      this.#endAfter(sent.discard(), context, false, error);
+      // Not expected (a closing client no longer pauses), or a `retry.random` that throws: the
+      // attempt fails with why.
+      this.#endAfter(discarded(sent), context, false, error);
       return;
     }
     if (delay === undefined) {
@@ -717,7 +720,7 @@ export class AttemptHandle<R> implements TaskRunner {
     // with the budget's token already taken.
     this.charged = true;
     const retried = delay;
-    sent.discard().then(
+    discarded(sent).then(
       () => {
         const retry = !this.#decided;
         this.#decided = true;
@@ -758,6 +761,15 @@ export class AttemptHandle<R> implements TaskRunner {
     if (ok || this.#decided) return;
     this.#decided = true;
     this.#call.attemptFailed(this, outcome);
+  }
+}
+
+/** `sent.discard()`, as a promise even if it throws. */
+function discarded(sent: Sent<unknown>): Promise<void> {
+  try {
+    return sent.discard();
+  } catch (error) {
+    return Promise.reject(error);
   }
 }
 

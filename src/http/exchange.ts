@@ -13,6 +13,7 @@ import type { AbortTarget } from '../_task.ts';
 import {
   HttpClient,
   startCall,
+  tell,
   type AttemptHandle,
   type Call,
   type CallOptions,
@@ -115,6 +116,9 @@ class ExchangeSend implements Transport<Exchanged> {
   send(attempt: AttemptHandle<Exchanged>): void {
     if (this.invalid !== undefined) throw this.invalid;
     const receiver = new Receiver(this, attempt);
+    // Told from now on, so that an abort before the request is on a connection still ends it.
+    attempt.whenAborted(receiver);
+    if (receiver.ended) return; // aborted already
     if (this.wire === undefined) attempt.dispatcher.dispatch(this.options, receiver);
     else attempt.wire.pool(this.options.origin as string, this.url).dispatch(this.wire, receiver);
   }
@@ -135,6 +139,8 @@ class Receiver
   readonly header: HeaderGetter = (name) => first(this.headers[name]);
   #chunks: Buffer[] | undefined;
   #controller: WireControl | undefined = undefined;
+  /** Why the attempt was aborted before its request was on a connection. */
+  #aborted: Error | undefined = undefined;
   readonly #send: ExchangeSend;
   readonly #attempt: AttemptHandle<Exchanged>;
 
@@ -153,8 +159,25 @@ class Receiver
     return RESOLVED; // already received in full
   }
 
+  /** Whether the attempt was aborted before its request was on a connection. */
+  get ended(): boolean {
+    return this.#aborted !== undefined;
+  }
+
+  /**
+   * The attempt is aborted (timed out, cancelled, closed). A request on a connection is aborted
+   * there, and its handler hears of it. One that is not yet (undici holds it while it connects, or
+   * in its queue) has not been written: the attempt ends now, and the request is aborted when it
+   * reaches a connection, if ever, before a byte of it is written.
+   */
   abort(reason: unknown): void {
-    this.#controller?.abort(reason instanceof Error ? reason : new Error(String(reason)));
+    const error = reason instanceof Error ? reason : new Error(String(reason));
+    if (this.#controller !== undefined) {
+      this.#controller.abort(error);
+    } else if (this.#aborted === undefined) {
+      this.#aborted = error;
+      this.#attempt.failed(error);
+    }
   }
 
   get keepsBody(): boolean {
@@ -163,9 +186,8 @@ class Receiver
 
   onRequestStart(controller: WireControl): void {
     // `_h1.ts` tells again when it resends on a new connection: the abort goes there then.
-    const first = this.#controller === undefined;
     this.#controller = controller;
-    if (first) this.#attempt.whenAborted(this);
+    if (this.#aborted !== undefined) controller.abort(this.#aborted);
   }
 
   onResponseStart(
@@ -176,7 +198,7 @@ class Receiver
     this.status = statusCode;
     this.headers = headers;
     this.#attempt.heard(statusCode);
-    this.#send.onStatus?.(statusCode);
+    if (this.#send.onStatus !== undefined) tell(this.#send.onStatus, statusCode);
   }
 
   onResponseData(_controller: WireControl, chunk: Buffer): void {
