@@ -1,7 +1,8 @@
 /**
  * What a `sluice fetch` input line means: a URL, or a JSON object
- * `{ "url", "method", "headers", "body", "id" }` (JSONL). A line that is neither, a bad URL or a
- * scheme other than http(s) becomes a task with an `error`, never an exception.
+ * `{ "url", "method", "headers", "body", "id" }` (JSONL). A line that is neither, a bad URL, a
+ * scheme other than http(s) or a method no fetch client sends becomes a task with an `error`,
+ * never an exception.
  *
  * And where credentials go: the values of Authorization, Proxy-Authorization, Cookie and
  * Set-Cookie headers and a URL's password are collected per line, so that whatever could carry
@@ -19,12 +20,25 @@ export const SENSITIVE: ReadonlySet<string> = new Set([
 const SENSITIVE_TEXT =
   /\b(authorization|proxy-authorization|cookie|set-cookie)(["']?\s*[:=]\s*)("[^"]*"|'[^']*'|[^,;\r\n]*)/gi;
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+/**
+ * Methods the Fetch standard forbids (https://fetch.spec.whatwg.org/#forbidden-method): CONNECT
+ * opens a tunnel that no response ends, TRACE and TRACK echo the request (credentials included).
+ */
+const FORBIDDEN_METHODS: ReadonlySet<string> = new Set(['CONNECT', 'TRACE', 'TRACK']);
+
+/** Why `method` (upper case) may not be sent, if it is a forbidden one; the check of `-X` too. */
+export function forbiddenMethod(method: string): string | undefined {
+  return FORBIDDEN_METHODS.has(method)
+    ? `the method ${method} cannot be sent (no fetch client sends CONNECT, TRACE or TRACK)`
+    : undefined;
+}
 
 /** One line, read. */
 export interface FetchTask {
   id: unknown;
   /** The URL as recorded (without a password), or null when the line has none. */
   url: string | null;
+  /** Where the request goes; undefined when the line cannot be sent (`error` says why). */
   target: URL | undefined;
   method: string;
   headers: Record<string, string>;
@@ -94,6 +108,12 @@ export function parseFetchLine(line: string, defaults: LineDefaults): FetchTask 
     task.url = text;
   }
   parseUrl(task);
+  // Checked once the URL is read, so that the record's URL is the masked one.
+  const forbidden = task.error === undefined ? forbiddenMethod(task.method) : undefined;
+  if (forbidden !== undefined) {
+    task.error = forbidden;
+    task.target = undefined;
+  }
   return task;
 }
 

@@ -11,6 +11,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { parseDuration, parseRate } from '../_parse.ts';
 import { ExecCommand, type ExecSettings } from './exec.ts';
 import { FetchCommand, type FetchSettings } from './fetch.ts';
+import { forbiddenMethod } from './fetch-line.ts';
 import type { CliIo } from './io.ts';
 import type { RunConfig } from './report-data.ts';
 import { runLines, UsageError, type LineSettings } from './lines.ts';
@@ -63,9 +64,12 @@ function header(value: string, previous: [string, string][] | undefined): [strin
 }
 
 function method(value: string): string {
-  if (!TOKEN.test(value))
-    throw new InvalidArgumentError('Expected an HTTP method like GET or POST.');
-  return value.toUpperCase();
+  const upper = value.toUpperCase();
+  if (!TOKEN.test(value) || forbiddenMethod(upper) !== undefined)
+    throw new InvalidArgumentError(
+      'Expected an HTTP method like GET or POST (not CONNECT, TRACE or TRACK).',
+    );
+  return upper;
 }
 
 function version(): string {

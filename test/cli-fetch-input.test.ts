@@ -1,0 +1,98 @@
+/**
+ * `sluice fetch` against what users give it: methods no fetch client carries, header values that
+ * cannot be sent, credentials in URLs, an output or a report that is the input, a `--resume` file
+ * that holds no records, stdin from a terminal. In-process, against local servers.
+ */
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { createServer, type Server, type Socket } from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { within } from './_helpers/within.ts';
+import { cli, indexes, range, tempDir } from './cli-helpers.ts';
+
+const { dir, remove } = tempDir();
+after(remove);
+
+function file(name: string, lines: string[]): string {
+  const path = join(dir, name);
+  writeFileSync(path, lines.map((line) => `${line}\n`).join(''));
+  return path;
+}
+
+/**
+ * A server that answers every request head as a proxy answers CONNECT: 200, then the tunnel
+ * stays open. What it was asked is kept, by method.
+ */
+async function tunnelServer(): Promise<{ url: string; methods: string[]; close(): Promise<void> }> {
+  const sockets = new Set<Socket>();
+  const methods: string[] = [];
+  const server: Server = createServer((socket) => {
+    sockets.add(socket);
+    socket.on('data', (data: Buffer) => {
+      methods.push(data.toString('latin1').split(' ')[0]!);
+      socket.write('HTTP/1.1 200 Connection established\r\n\r\n');
+    });
+    socket.on('error', () => undefined);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    methods,
+    close: async () => {
+      for (const socket of sockets) socket.destroy();
+      await new Promise<void>((resolve) => {
+        server.close(() => {
+          resolve();
+        });
+      });
+    },
+  };
+}
+
+describe('sluice fetch: methods a fetch client cannot carry', () => {
+  let server: Awaited<ReturnType<typeof tunnelServer>>;
+  before(async () => {
+    server = await tunnelServer();
+  });
+  after(() => server.close());
+
+  it('gives CONNECT, TRACE and TRACK lines an error record each, sends none, and ends', async () => {
+    const input = [
+      JSON.stringify({ url: `${server.url}/a`, method: 'CONNECT' }),
+      JSON.stringify({ url: `${server.url}/b`, method: 'trace' }),
+      JSON.stringify({ url: `${server.url}/c`, method: 'Track' }),
+    ];
+    const run = await within(5000, cli(['fetch', '-q', file('connect.txt', input)]), 'the run');
+    assert.equal(run.code, 1);
+    assert.deepEqual(indexes(run.records), range(3));
+    const errors = run.records
+      .sort((a, b) => Number(a.index) - Number(b.index))
+      .map((r) => r.error);
+    assert.deepEqual(errors, [
+      'the method CONNECT cannot be sent (no fetch client sends CONNECT, TRACE or TRACK)',
+      'the method TRACE cannot be sent (no fetch client sends CONNECT, TRACE or TRACK)',
+      'the method TRACK cannot be sent (no fetch client sends CONNECT, TRACE or TRACK)',
+    ]);
+    assert.ok(run.records.every((r) => r.attempts === 0 && r.status === null));
+    assert.deepEqual(server.methods, []);
+  });
+
+  for (const method of ['CONNECT', 'trace', 'TRACK']) {
+    it(`refuses -X ${method} as a usage error before anything runs`, async () => {
+      const run = await within(
+        5000,
+        cli(['fetch', '-q', '-X', method, '-'], { stdin: `${server.url}/x\n` }),
+        'the run',
+      );
+      assert.equal(run.code, 2);
+      assert.equal(run.stdout, '');
+      assert.match(
+        run.stderr,
+        /^sluice: option '-X, --method <method>' argument '\w+' is invalid\. [^\n]*not CONNECT, TRACE or TRACK[^\n]*\n$/,
+      );
+      assert.deepEqual(server.methods, []);
+    });
+  }
+});
