@@ -96,3 +96,43 @@ describe('sluice fetch: methods a fetch client cannot carry', () => {
     });
   }
 });
+
+describe('sluice fetch: -H values that cannot be sent', () => {
+  let server: Awaited<ReturnType<typeof tunnelServer>>;
+  before(async () => {
+    server = await tunnelServer();
+  });
+  after(() => server.close());
+
+  const values: [string, string][] = [
+    ['a CR', 'a\rb'],
+    ['an LF', 'a\nb'],
+    ['a CR LF', 'a\r\nX-Injected: 1'],
+    ['a NUL', 'a\0b'],
+    ['another control character', 'a\u0007b'],
+    ['a character beyond Latin-1', 'a\u2028b'],
+  ];
+  for (const [what, value] of values) {
+    it(`is a usage error for a value with ${what}, before any line runs`, async () => {
+      const input = file(
+        'many.txt',
+        range(1000).map((i) => `${server.url}/${i}`),
+      );
+      const run = await cli(['fetch', '-q', '-H', `X-Thing: ${value}`, input]);
+      assert.equal(run.code, 2);
+      assert.equal(run.stdout, '');
+      assert.match(
+        run.stderr,
+        /^sluice: option '-H, --header <header>' argument '[^']*' is invalid\. Expected "Name: value" [^\n]*\(see sluice fetch --help\)\n$/,
+      );
+      // eslint-disable-next-line no-control-regex -- what the line must not hold
+      assert.doesNotMatch(run.stderr.slice(0, -1), /[\x00-\x1f\x7f]/, 'one line, shown as it is');
+      assert.deepEqual(server.methods, []);
+    });
+  }
+
+  it('takes a value with a tab, or with Latin-1 characters', async () => {
+    const run = await cli(['fetch', '-q', '-H', 'X-Thing: a\tb é', '-'], { stdin: '' });
+    assert.equal(run.code, 0, run.stderr);
+  });
+});

@@ -9,6 +9,7 @@ import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { parseDuration, parseRate } from '../_parse.ts';
+import { BAD_VALUE } from '../http/_h1.ts';
 import { ExecCommand, type ExecSettings } from './exec.ts';
 import { FetchCommand, type FetchSettings } from './fetch.ts';
 import { forbiddenMethod } from './fetch-line.ts';
@@ -60,7 +61,13 @@ function header(value: string, previous: [string, string][] | undefined): [strin
   const colon = value.indexOf(':');
   const name = colon === -1 ? '' : value.slice(0, colon).trim();
   if (!TOKEN.test(name)) throw new InvalidArgumentError('Expected "Name: value".');
-  return [...(previous ?? []), [name.toLowerCase(), value.slice(colon + 1).trim()]];
+  const text = value.slice(colon + 1).trim();
+  // Found now, rather than in one error record for each line of the input.
+  if (BAD_VALUE.test(text))
+    throw new InvalidArgumentError(
+      'Expected "Name: value" with no CR, LF, NUL or other control character in the value, and no character beyond U+00FF.',
+    );
+  return [...(previous ?? []), [name.toLowerCase(), text]];
 }
 
 function method(value: string): string {
@@ -292,7 +299,12 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
     if (error instanceof CommanderError) {
       if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version') return 0;
       if (error.code === 'commander.help') return error.exitCode === 0 ? 0 : 2;
-      const message = error.message.replace(/^error: /, '').replace(/\s*\n\s*/g, ' ');
+      // One line, shown as it is: other control characters (from an argument) are escaped.
+      const message = error.message
+        .replace(/^error: /, '')
+        .replace(/\s*\n\s*/g, ' ')
+        // eslint-disable-next-line no-control-regex -- the characters to escape
+        .replace(/[\x00-\x1f\x7f]/g, (c) => JSON.stringify(c).slice(1, -1));
       const help = failedCommand === '' ? 'sluice --help' : `sluice ${failedCommand} --help`;
       io.stderr.write(`sluice: ${message} (see ${help})\n`);
       return 2;

@@ -83,7 +83,7 @@ const CONNECTION_HEADERS = new Set([
 export const IDEMPOTENT: readonly string[] = ['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE'];
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 /** What a header value may not contain (undici's rule): controls other than tab, and > 0xff. */
-const BAD_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
+export const BAD_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
 
 function wireError(message: string, code: string): Error {
   return Object.assign(new Error(message), { code });
