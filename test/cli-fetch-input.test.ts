@@ -4,13 +4,13 @@
  * that holds no records, stdin from a terminal. In-process, against local servers.
  */
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { within } from './_helpers/within.ts';
-import { cli, indexes, range, tempDir } from './cli-helpers.ts';
+import { cli, indexes, range, ROOT, startServer, tempDir, type TestServer } from './cli-helpers.ts';
 
 const { dir, remove } = tempDir();
 after(remove);
@@ -134,5 +134,62 @@ describe('sluice fetch: -H values that cannot be sent', () => {
   it('takes a value with a tab, or with Latin-1 characters', async () => {
     const run = await cli(['fetch', '-q', '-H', 'X-Thing: a\tb é', '-'], { stdin: '' });
     assert.equal(run.code, 0, run.stderr);
+  });
+});
+
+describe('sluice fetch: default headers', () => {
+  const version = (
+    JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }
+  ).version;
+  let server: TestServer;
+  before(async () => {
+    server = await startServer((_req, res) => res.end('ok'));
+  });
+  after(() => server.close());
+
+  /** The values of a header in the request for `path`, however often and in whatever case sent. */
+  function sent(path: string, name: string): string[] {
+    const request = server.requests.find((r) => r.url === path);
+    assert.ok(request !== undefined, `no request for ${path}`);
+    const raw = request.rawHeaders;
+    const values: string[] = [];
+    for (let i = 0; i < raw.length; i += 2) {
+      if (raw[i]!.toLowerCase() === name) values.push(raw[i + 1]!);
+    }
+    return values;
+  }
+
+  it('sends User-Agent: sluice/<version> and Accept: */* unless told otherwise', async () => {
+    const input = [`${server.url}/plain`, JSON.stringify({ url: `${server.url}/json` })];
+    const run = await cli(['fetch', '-q', file('defaults.txt', input)]);
+    assert.equal(run.code, 0);
+    for (const path of ['/plain', '/json']) {
+      assert.deepEqual(sent(path, 'user-agent'), [`sluice/${version}`]);
+      assert.deepEqual(sent(path, 'accept'), ['*/*']);
+    }
+  });
+
+  it("lets -H and a line's own headers replace them, whatever their case", async () => {
+    const input = [
+      `${server.url}/h`,
+      JSON.stringify({
+        url: `${server.url}/line`,
+        headers: { 'User-Agent': 'line/2', ACCEPT: 'text/csv' },
+      }),
+    ];
+    const run = await cli([
+      'fetch',
+      '-q',
+      '-H',
+      'USER-AGENT: mine/1',
+      '-H',
+      'accept: application/json',
+      file('override.txt', input),
+    ]);
+    assert.equal(run.code, 0);
+    assert.deepEqual(sent('/h', 'user-agent'), ['mine/1']);
+    assert.deepEqual(sent('/h', 'accept'), ['application/json']);
+    assert.deepEqual(sent('/line', 'user-agent'), ['line/2']);
+    assert.deepEqual(sent('/line', 'accept'), ['text/csv']);
   });
 });

@@ -18,7 +18,14 @@ export const ROOT = new URL('..', import.meta.url).pathname;
 export interface TestServer {
   url: string;
   /** Requests received, in arrival order. */
-  requests: { method: string; url: string; headers: IncomingMessage['headers']; body: string }[];
+  requests: {
+    method: string;
+    url: string;
+    headers: IncomingMessage['headers'];
+    /** The headers as sent: names in their case, repeats kept. */
+    rawHeaders: string[];
+    body: string;
+  }[];
   /** Responses held back (by handlers that never answer), ended by `close()`. */
   held: ServerResponse[];
   close(): Promise<void>;
@@ -56,6 +63,7 @@ export async function startServer(handler: Handler): Promise<TestServer> {
         method: req.method ?? '',
         url: req.url ?? '',
         headers: req.headers,
+        rawHeaders: req.rawHeaders,
         body,
       });
       handler(req, res, body, state);

@@ -142,7 +142,8 @@ interface ExecOptions extends LineOptions {
 }
 
 async function fetchAction(io: CliIo, file: string | undefined, o: FetchOptions): Promise<number> {
-  const headers: Record<string, string> = {};
+  // Some APIs refuse a request without a User-Agent. -H and a line's own headers replace these.
+  const headers: Record<string, string> = { 'user-agent': `sluice/${version()}`, accept: '*/*' };
   for (const [name, value] of o.header ?? []) headers[name] = value;
   const settings: FetchSettings = {
     concurrency: o.concurrency,
@@ -254,7 +255,11 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
         .argParser(duration)
         .default(30_000, '30s'),
     )
-    .option('-H, --header <header>', '"Name: value" sent with every request (repeatable)', header)
+    .option(
+      '-H, --header <header>',
+      '"Name: value" sent with every request (repeatable); replaces the defaults User-Agent: sluice/VERSION and Accept: */*',
+      header,
+    )
     .option('-X, --method <method>', 'the method of URL lines', method, 'GET')
     .option('--body', 'include the response body in the record (JSON parsed, else text)')
     .addHelpText('after', EXIT_CODES)
