@@ -193,3 +193,76 @@ describe('sluice fetch: default headers', () => {
     assert.deepEqual(sent('/line', 'accept'), ['text/csv']);
   });
 });
+
+describe("sluice fetch: a URL's user name and password", () => {
+  let server: TestServer;
+  before(async () => {
+    // Echoes what it got: the worst case for a secret.
+    server = await startServer((req, res) => {
+      res.setHeader('content-type', 'application/json');
+      res.end(JSON.stringify({ url: req.url, headers: req.headers }));
+    });
+  });
+  after(() => server.close());
+  const host = (): string => server.url.slice('http://'.length);
+
+  it('sends a token given as the user name (https://TOKEN@host/) as Basic authorization and records it masked', async () => {
+    const token = 'ghp_user-name-token-0123';
+    const start = server.requests.length;
+    const run = await cli(['fetch', '-q', '--body', '-'], {
+      stdin: `http://${token}@${host()}/t\n`,
+    });
+    assert.equal(run.code, 0);
+    const basic = Buffer.from(`${token}:`).toString('base64');
+    assert.equal(server.requests[start]!.headers.authorization, `Basic ${basic}`);
+    assert.equal(run.records[0]!.url, `http://[redacted]@${host()}/t`);
+    assert.ok(!run.stdout.includes(token), run.stdout);
+    assert.ok(!run.stdout.includes(basic), run.stdout);
+  });
+
+  it('masks a user name and a password, percent-encoded or not', async () => {
+    const input = [
+      `http://user%40corp.example:p%40ss-word-42@${host()}/a`,
+      JSON.stringify({ url: `http://plain-user-77:plain-pass-88@${host()}/b`, id: 'b' }),
+    ];
+    const run = await cli(['fetch', '-q', '--body', '--ordered', file('userinfo.txt', input)]);
+    assert.equal(run.code, 0);
+    assert.equal(run.records[0]!.url, `http://[redacted]@${host()}/a`);
+    assert.equal(run.records[1]!.url, `http://[redacted]@${host()}/b`);
+    for (const secret of [
+      'user%40corp.example',
+      'user@corp.example',
+      'p%40ss-word-42',
+      'p@ss-word-42',
+      'plain-user-77',
+      'plain-pass-88',
+    ]) {
+      assert.ok(!run.stdout.includes(secret), `${secret} in ${run.stdout}`);
+    }
+  });
+
+  it('records the URL that was sent (normalised, no fragment), not the line as written', async () => {
+    const input = [
+      `HTTP://${host()}/a/../b?x=1#private-fragment`,
+      `  http://${host()}/spaced path  `,
+    ];
+    const run = await cli(['fetch', '-q', '--ordered', file('normal.txt', input)]);
+    assert.equal(run.code, 0);
+    assert.equal(run.records[0]!.url, `http://${host()}/b?x=1`);
+    assert.equal(run.records[1]!.url, `http://${host()}/spaced%20path`);
+  });
+
+  it('keeps credentials out of the records of lines that are never sent', async () => {
+    const input = [
+      'http://bad-user-11:bad-pass-22@[::1',
+      JSON.stringify({ url: `http://trace-user-33:trace-pass-44@${host()}/`, method: 'TRACE' }),
+    ];
+    const run = await cli(['fetch', '-q', '--ordered', file('unsent.txt', input)]);
+    assert.equal(run.code, 1);
+    assert.equal(run.records[0]!.error, 'invalid URL');
+    assert.equal(run.records[1]!.url, `http://[redacted]@${host()}/`);
+    for (const secret of ['bad-user-11', 'bad-pass-22', 'trace-user-33', 'trace-pass-44']) {
+      assert.ok(!run.stdout.includes(secret), `${secret} in ${run.stdout}`);
+    }
+  });
+});

@@ -450,7 +450,7 @@ describe('sluice fetch: credentials', () => {
     assert.equal((run.records[1]!.body as Record<string, string>).host, server.url.slice(7));
   });
 
-  it("sends a URL's credentials as Basic authorization and records the URL without its password", async () => {
+  it("sends a URL's credentials as Basic authorization and records the URL with them masked", async () => {
     const start = server.requests.length;
     const host = server.url.slice('http://'.length);
     const run = await cli(['fetch', '-q', '--body', '-'], {
@@ -459,7 +459,7 @@ describe('sluice fetch: credentials', () => {
     assert.equal(run.code, 0);
     const basic = `Basic ${Buffer.from('alice:url-password-7').toString('base64')}`;
     assert.equal(server.requests[start]!.headers.authorization, basic);
-    assert.equal(run.records[0]!.url, `http://alice:***@${host}/c`);
+    assert.equal(run.records[0]!.url, `http://[redacted]@${host}/c`);
     assert.ok(!run.stdout.includes('url-password-7'));
     assert.ok(!run.stdout.includes(basic.slice('Basic '.length)));
   });
