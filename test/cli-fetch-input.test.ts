@@ -4,13 +4,22 @@
  * that holds no records, stdin from a terminal. In-process, against local servers.
  */
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { within } from './_helpers/within.ts';
-import { cli, indexes, range, ROOT, startServer, tempDir, type TestServer } from './cli-helpers.ts';
+import {
+  cli,
+  indexes,
+  parseRecords,
+  range,
+  ROOT,
+  startServer,
+  tempDir,
+  type TestServer,
+} from './cli-helpers.ts';
 
 const { dir, remove } = tempDir();
 after(remove);
@@ -264,5 +273,85 @@ describe("sluice fetch: a URL's user name and password", () => {
     for (const secret of ['bad-user-11', 'bad-pass-22', 'trace-user-33', 'trace-pass-44']) {
       assert.ok(!run.stdout.includes(secret), `${secret} in ${run.stdout}`);
     }
+  });
+});
+
+describe('sluice fetch: files that are one and the same', () => {
+  let server: TestServer;
+  before(async () => {
+    server = await startServer((_req, res) => res.end('ok'));
+  });
+  after(() => server.close());
+
+  const cases: [what: string, argv: (input: string) => string[], message: RegExp][] = [
+    ['-o is the input', (input) => ['-o', input, input], /the output [^\n]* is the input file/],
+    [
+      '-o is the input, by another path',
+      (input) => ['-o', join(dir, '.', 'sub', '..', 'same.txt'), input],
+      /the output [^\n]* is the input file/,
+    ],
+    [
+      '-o is a symbolic link to the input',
+      (input) => ['-o', join(dir, 'link.txt'), input],
+      /the output [^\n]*link\.txt is the input file/,
+    ],
+    [
+      '--report is the input',
+      (input) => ['--report', input, input],
+      /the report [^\n]* is the input file/,
+    ],
+    [
+      '--report is the output',
+      (input) => ['--report', join(dir, 'out.jsonl'), '-o', join(dir, 'out.jsonl'), input],
+      /the report [^\n]* is the output file/,
+    ],
+    [
+      '--report is the output, neither made yet',
+      (input) => [
+        '--report',
+        join(dir, 'new.jsonl'),
+        '-o',
+        join(dir, 'sub', '..', 'new.jsonl'),
+        input,
+      ],
+      /the report [^\n]* is the output file/,
+    ],
+    [
+      '--report is the --resume file',
+      (input) => ['--report', join(dir, 'prev.jsonl'), '--resume', join(dir, 'prev.jsonl'), input],
+      /the report [^\n]* is the --resume file/,
+    ],
+  ];
+  for (const [what, argv, message] of cases) {
+    it(`refuses to run, leaving the files alone, when ${what}`, async () => {
+      const lines = [`${server.url}/1`, `${server.url}/2`];
+      const input = file('same.txt', lines);
+      mkdirSync(join(dir, 'sub'), { recursive: true });
+      rmSync(join(dir, 'link.txt'), { force: true });
+      symlinkSync(input, join(dir, 'link.txt'));
+      writeFileSync(join(dir, 'out.jsonl'), 'previous output\n');
+      writeFileSync(join(dir, 'prev.jsonl'), '');
+      rmSync(join(dir, 'new.jsonl'), { force: true });
+      const before = server.requests.length;
+      const run = await cli(['fetch', '-q', ...argv(input)]);
+      assert.equal(run.code, 2);
+      assert.match(run.stderr, /^sluice: [^\n]+\n$/);
+      assert.match(run.stderr, message);
+      assert.equal(readFileSync(input, 'utf8'), lines.map((l) => `${l}\n`).join(''));
+      assert.equal(readFileSync(join(dir, 'out.jsonl'), 'utf8'), 'previous output\n');
+      assert.equal(server.requests.length, before);
+      assert.equal(existsSync(join(dir, 'new.jsonl')), false);
+    });
+  }
+
+  it('writes an output that does not exist yet, and one that is a copy of the input', async () => {
+    const input = file('original.txt', [`${server.url}/1`]);
+    const fresh = join(dir, 'fresh.jsonl');
+    rmSync(fresh, { force: true });
+    assert.equal((await cli(['fetch', '-q', '-o', fresh, input])).code, 0);
+    assert.equal(parseRecords(readFileSync(fresh, 'utf8')).length, 1);
+    const copy = file('copy.txt', [`${server.url}/1`]);
+    assert.equal((await cli(['fetch', '-q', '-o', copy, input])).code, 0);
+    assert.equal(parseRecords(readFileSync(copy, 'utf8')).length, 1);
   });
 });

@@ -4,8 +4,8 @@
  * before anything runs), then the run, its exit code, and the report written at the end.
  */
 import { constants } from 'node:fs';
-import { access, stat, writeFile } from 'node:fs/promises';
-import { dirname, resolve } from 'node:path';
+import { access, realpath, stat, writeFile } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
 import { fileProblem, openInput } from './input.ts';
 import type { CliIo } from './io.ts';
 import { Output } from './output.ts';
@@ -51,6 +51,7 @@ export async function runLines<T>(
         throw new UsageError(`cannot read ${settings.resume}: ${fileProblem(error)}`);
       });
     }
+    await refuseClashes(io, settings);
     let report: ReportSink | undefined;
     let reportPath: string | undefined;
     if (settings.report !== undefined) {
@@ -118,11 +119,40 @@ function nonNegative(value: string | undefined): number | undefined {
   return Number.isFinite(n) && n >= 0 ? n : undefined;
 }
 
-async function sameFile(a: string, b: string): Promise<boolean> {
-  try {
-    const [x, y] = await Promise.all([stat(a), stat(b)]);
-    return x.dev === y.dev && x.ino === y.ino;
-  } catch {
-    return false;
+/**
+ * Refuses a run that would write over a file it reads, or put two things in one file: the output
+ * or the report over the input (emptied before it is read), the report over the output or the
+ * `--resume` file. The output may be the `--resume` file: it is replaced once the run has read it.
+ */
+async function refuseClashes(io: CliIo, settings: LineSettings): Promise<void> {
+  const input = settings.file === '-' ? undefined : settings.file;
+  const pairs: [string | undefined, string, string | undefined, string, string][] = [
+    [settings.output, 'output', input, 'input', 'it would be emptied before it is read'],
+    [settings.report, 'report', input, 'input', 'it would be lost'],
+    [settings.report, 'report', settings.output, 'output', 'the records would be lost'],
+    [settings.report, 'report', settings.resume, '--resume', 'the previous records would be lost'],
+  ];
+  for (const [written, what, other, otherName, why] of pairs) {
+    if (written === undefined || other === undefined) continue;
+    if (await sameFile(resolve(io.cwd, written), resolve(io.cwd, other)))
+      throw new UsageError(`the ${what} ${written} is the ${otherName} file (${why})`);
   }
+}
+
+/**
+ * Whether two paths name the same regular file (by device and inode: whatever the path, links
+ * included), or the same place for a file that neither has made yet. A file that exists is never
+ * one that does not; special files (a terminal, /dev/null) are not compared.
+ */
+async function sameFile(a: string, b: string): Promise<boolean> {
+  const [x, y] = await Promise.all([
+    stat(a).catch(() => undefined),
+    stat(b).catch(() => undefined),
+  ]);
+  if (x !== undefined && y !== undefined)
+    return x.isFile() && y.isFile() && x.dev === y.dev && x.ino === y.ino;
+  if (x !== undefined || y !== undefined) return false;
+  const place = async (path: string): Promise<string> =>
+    join(await realpath(dirname(path)).catch(() => dirname(path)), basename(path));
+  return (await place(a)) === (await place(b));
 }
