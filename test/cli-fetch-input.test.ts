@@ -355,3 +355,56 @@ describe('sluice fetch: files that are one and the same', () => {
     assert.equal(parseRecords(readFileSync(copy, 'utf8')).length, 1);
   });
 });
+
+describe('sluice fetch: a --resume file that holds no records', () => {
+  let server: TestServer;
+  before(async () => {
+    server = await startServer((_req, res) => res.end('ok'));
+  });
+  after(() => server.close());
+
+  const record = (index: number): string =>
+    JSON.stringify({ index, id: null, url: `${server.url}/${index}`, status: 200, ok: true });
+
+  const cases: [what: string, content: () => string, line: number][] = [
+    ['the input given by mistake', () => `${server.url}/0\n${server.url}/1\n`, 1],
+    ['a bad line after records', () => `${record(0)}\n\n${record(1)}\r\nnot json\n`, 4],
+    ['a JSON value that is no object', () => `${record(0)}\n[1,2]\n`, 2],
+    ['an object without an index', () => `{"url":"x","ok":true}\n`, 1],
+    ['an index that is not a line number', () => `${record(0)}\n{"index":-1,"ok":true}\n`, 2],
+    ['an index that is a string', () => `{"index":"0","ok":true}\n`, 1],
+    ['a line cut off before the last one', () => `{"index":0,"ok":tr\n${record(1)}\n`, 1],
+  ];
+  for (const [what, content, line] of cases) {
+    it(`is a usage error naming the file and line ${line} for ${what}`, async () => {
+      const previous = join(dir, 'previous.jsonl');
+      writeFileSync(previous, content());
+      const before = server.requests.length;
+      const run = await cli(['fetch', '-q', '--resume', previous, '-'], {
+        stdin: `${server.url}/0\n${server.url}/1\n`,
+      });
+      assert.equal(run.code, 2);
+      assert.equal(run.stdout, '');
+      assert.equal(
+        run.stderr,
+        `sluice: --resume ${previous}: line ${line} is not a record of a previous run (a JSON object with an "index")\n`,
+      );
+      assert.equal(server.requests.length, before);
+    });
+  }
+
+  it('takes a last line cut off mid-record (a run killed as it wrote) as not recorded', async () => {
+    const previous = join(dir, 'cut.jsonl');
+    writeFileSync(previous, `${record(0)}\n${record(1).slice(0, 20)}`);
+    const before = server.requests.length;
+    const run = await cli(['fetch', '-q', '--ordered', '--resume', previous, '-'], {
+      stdin: `${server.url}/0\n${server.url}/1\n`,
+    });
+    assert.equal(run.code, 0, run.stderr);
+    assert.deepEqual(
+      server.requests.slice(before).map((r) => r.url),
+      ['/1'],
+    );
+    assert.deepEqual(indexes(run.records), [0, 1]);
+  });
+});

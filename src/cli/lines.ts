@@ -11,7 +11,7 @@ import type { CliIo } from './io.ts';
 import { Output } from './output.ts';
 import { Progress, type RunStats } from './progress.ts';
 import type { ReportSink, RunConfig } from './report-data.ts';
-import { Previous } from './resume.ts';
+import { NotRecordsError, Previous } from './resume.ts';
 import { Run, type Command } from './run.ts';
 
 /** A problem with what the command was given (a file that cannot be read, …): exit code 2. */
@@ -48,6 +48,8 @@ export async function runLines<T>(
     if (settings.resume !== undefined) {
       const path = resolve(io.cwd, settings.resume);
       resume = await Previous.load(path).catch((error: unknown) => {
+        if (error instanceof NotRecordsError)
+          throw new UsageError(`--resume ${settings.resume}: ${error.message}`);
         throw new UsageError(`cannot read ${settings.resume}: ${fileProblem(error)}`);
       });
     }
