@@ -9,6 +9,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { setTimeout as delay } from 'node:timers/promises';
 import { within } from './_helpers/within.ts';
 import {
   cli,
@@ -16,8 +17,10 @@ import {
   parseRecords,
   range,
   ROOT,
+  startCli,
   startServer,
   tempDir,
+  until,
   type TestServer,
 } from './cli-helpers.ts';
 
@@ -407,4 +410,49 @@ describe('sluice fetch: a --resume file that holds no records', () => {
     );
     assert.deepEqual(indexes(run.records), [0, 1]);
   });
+});
+
+describe('sluice fetch: a terminal', () => {
+  let server: TestServer;
+  before(async () => {
+    server = await startServer((_req, res) => res.end('ok'));
+  });
+  after(() => server.close());
+
+  it('says once that it reads jobs from stdin when stdin is a terminal, and draws no live line over what is typed', async () => {
+    const running = startCli(['fetch', '-'], { openStdin: true, stdinTty: true, tty: true });
+    running.stdin.write(`${server.url}/1\n`);
+    await until(() => running.stdoutSoFar().includes('"index":0'), 5000, 'the first record');
+    await delay(250); // a live line would have been drawn by now
+    running.stdin.end(`${server.url}/2\n`);
+    const run = await running.done;
+    assert.equal(run.code, 0);
+    assert.equal(run.records.length, 2);
+    const hint = 'sluice fetch: reading jobs from stdin; end with Ctrl-D\n';
+    assert.ok(run.stderr.startsWith(hint), JSON.stringify(run.stderr));
+    const rest = run.stderr.slice(hint.length);
+    assert.doesNotMatch(rest, /in flight/);
+    assert.match(rest, /^\r?sluice fetch: 2 done, [^\n]*0 failed in [^\n]+\n$/);
+  });
+
+  it('says nothing of stdin with --quiet, nor when stdin is not a terminal', async () => {
+    const quiet = await cli(['fetch', '-q', '-'], { stdin: `${server.url}/1\n`, stdinTty: true });
+    assert.equal(quiet.stderr, '');
+    const piped = await cli(['fetch', '-'], { stdin: `${server.url}/1\n`, tty: true });
+    assert.doesNotMatch(piped.stderr, /reading jobs/);
+  });
+
+  for (const columns of [0, 20]) {
+    it(`prints the whole summary on a terminal that reports ${columns} columns`, async () => {
+      const run = await cli(['fetch', '-'], {
+        stdin: `${server.url}/1\n${server.url}/2\n`,
+        tty: true,
+        columns,
+        env: { NO_COLOR: '1' },
+      });
+      assert.equal(run.code, 0);
+      const last = run.stderr.split('\r').at(-1)!;
+      assert.match(last, /^sluice fetch: 2 done, 0 failed in [\d.]+m?s \([\d.]+ req\/s\) *\n$/);
+    });
+  }
 });

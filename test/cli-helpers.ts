@@ -114,6 +114,8 @@ export interface CliOptions {
   env?: Record<string, string>;
   cwd?: string;
   tty?: boolean;
+  /** Whether stdin is a terminal. */
+  stdinTty?: boolean;
   columns?: number;
 }
 
@@ -141,6 +143,7 @@ export function startCli(argv: string[], options: CliOptions = {}): InProcess {
     stdout,
     stderr,
     stderrIsTTY: options.tty === true,
+    stdinIsTTY: options.stdinTty === true,
     env: { PATH: process.env.PATH, ...options.env },
     cwd: options.cwd ?? ROOT,
     onInterrupt(listener) {

@@ -19,6 +19,7 @@ const io: CliIo = {
   stdout: process.stdout,
   stderr: process.stderr,
   stderrIsTTY: process.stderr.isTTY,
+  stdinIsTTY: process.stdin.isTTY,
   env: process.env,
   cwd: process.cwd(),
   onInterrupt(listener) {

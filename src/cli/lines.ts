@@ -79,6 +79,7 @@ export async function runLines<T>(
       quiet: settings.quiet,
       plainInterval: nonNegative(io.env.SLUICE_PROGRESS_INTERVAL) ?? 5000,
       inFlight: () => command.inFlight(),
+      typed: (settings.file === undefined || settings.file === '-') && io.stdinIsTTY === true,
     });
     const started = performance.now();
     const result = await new Run(command, {

@@ -25,6 +25,11 @@ export interface ProgressOptions {
   plainInterval?: number;
   /** Work in flight now. */
   inFlight: () => number;
+  /**
+   * Whether the jobs are typed on a terminal: then it says once how to end them, and draws no
+   * line over what is typed (only the summary, at the end).
+   */
+  typed?: boolean;
 }
 
 const LIVE_INTERVAL = 100;
@@ -54,6 +59,12 @@ export class Progress {
 
   start(): void {
     if (this.#options.quiet) return;
+    if (this.#options.typed === true) {
+      this.#io.stderr.write(
+        `sluice ${this.#options.command}: reading jobs from stdin; end with Ctrl-D\n`,
+      );
+      return;
+    }
     const interval = this.#live ? LIVE_INTERVAL : (this.#options.plainInterval ?? 5000);
     this.#timer = setInterval(this.#tick, interval);
     this.#timer.unref();
@@ -105,14 +116,19 @@ export class Progress {
     else this.#io.stderr.write(`${line}\n`);
   };
 
-  /** Redraws the live line in place; `last` ends it with a newline. */
+  /**
+   * Redraws the live line in place; `last` ends it with a newline, and is written whole (nothing
+   * redraws it: it may wrap).
+   */
   #draw(line: string, last: boolean): void {
-    const columns = (this.#io.stderr as { columns?: number }).columns ?? 80;
+    // A terminal may report 0 columns (a serial console, some emulators as they start).
+    const reported = (this.#io.stderr as { columns?: number }).columns;
+    const columns = reported !== undefined && reported >= 2 ? reported : 80;
     // A line longer than the terminal wraps, and `\r` then redraws only its last row.
     // eslint-disable-next-line no-control-regex -- the SGR sequences #paint() wrote
     const visible = this.#color ? line.replace(/\x1b\[[0-9;]*m/g, '') : line;
     let text = line;
-    if (visible.length > columns - 1) text = visible.slice(0, Math.max(0, columns - 1));
+    if (!last && visible.length > columns - 1) text = visible.slice(0, columns - 1);
     const width = Math.min(visible.length, columns - 1);
     let clear = '';
     if (this.#color) clear = '\x1b[K';
