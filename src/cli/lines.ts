@@ -9,7 +9,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { fileProblem, openInput } from './input.ts';
 import type { CliIo } from './io.ts';
 import { Output } from './output.ts';
-import { Progress, type RunStats } from './progress.ts';
+import { newStats, Progress } from './progress.ts';
 import type { ReportSink, RunConfig } from './report-data.ts';
 import { NotRecordsError, Previous } from './resume.ts';
 import { Run, type Command } from './run.ts';
@@ -73,7 +73,7 @@ export async function runLines<T>(
       throw new UsageError(`cannot write ${settings.output}: ${fileProblem(error)}`);
     });
     const command = makeCommand();
-    const stats: RunStats = { done: 0, failed: 0, tooMany: 0, total: undefined };
+    const stats = newStats();
     const progress = new Progress(io, stats, {
       command: config.command,
       quiet: settings.quiet,

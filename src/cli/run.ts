@@ -93,6 +93,7 @@ export interface RunResult {
   interrupted: boolean;
   /** A second interrupt: nothing was flushed. */
   killed: boolean;
+  /** Lines that are not ok: failed, cancelled or not run. */
   failed: number;
   /** The output or the input failed mid-run. */
   error: string | undefined;
@@ -161,7 +162,7 @@ export class Run<T> {
     return {
       interrupted: this.#interrupted,
       killed: this.#killed,
-      failed: this.#stats.failed,
+      failed: this.#stats.failed + this.#stats.cancelled + this.#stats.notRun,
       error:
         this.#error ??
         (failure === undefined ? undefined : `cannot write the output: ${failure.message}`),
@@ -187,6 +188,7 @@ export class Run<T> {
           if (command.matches(record, task)) {
             while (output.blocked) await this.#sleep();
             this.#admit(at);
+            this.#stats.resumed++;
             this.#done(command.resumed(record, raw, at));
             continue;
           }
@@ -259,8 +261,10 @@ export class Run<T> {
   #done(outcome: Outcome): void {
     if (this.#killed) return;
     const stats = this.#stats;
-    stats.done++;
-    if (!outcome.ok) stats.failed++;
+    stats.records++;
+    if (outcome.skipped === 'cancelled') stats.cancelled++;
+    else if (outcome.skipped === 'not run') stats.notRun++;
+    else if (!outcome.ok) stats.failed++;
     stats.tooMany += outcome.tooMany;
     if (!this.#o.ordered) {
       this.#write(outcome);
