@@ -24,14 +24,8 @@ import {
   type TestServer,
 } from './cli-helpers.ts';
 
-const { dir, remove } = tempDir();
+const { dir, remove, file } = tempDir();
 after(remove);
-
-function file(name: string, lines: string[]): string {
-  const path = join(dir, name);
-  writeFileSync(path, lines.map((line) => `${line}\n`).join(''));
-  return path;
-}
 
 /**
  * A server that answers every request head as a proxy answers CONNECT: 200, then the tunnel

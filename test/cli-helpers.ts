@@ -3,7 +3,7 @@
  * and the real executable spawned as a child process.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -79,13 +79,25 @@ export const ok: Handler = (_req, res) => {
   res.end('ok');
 };
 
-/** A fresh temporary directory, removed by the returned function. */
-export function tempDir(): { dir: string; remove: () => void } {
+/**
+ * A fresh temporary directory, removed by `remove()`; `file(name, lines)` writes a file of lines
+ * in it (each ended by a newline) and returns its path.
+ */
+export function tempDir(): {
+  dir: string;
+  remove: () => void;
+  file: (name: string, lines: string[]) => string;
+} {
   const dir = mkdtempSync(join(tmpdir(), 'sluice-cli-'));
   return {
     dir,
     remove: () => {
       rmSync(dir, { recursive: true, force: true });
+    },
+    file: (name, lines) => {
+      const path = join(dir, name);
+      writeFileSync(path, lines.map((line) => `${line}\n`).join(''));
+      return path;
     },
   };
 }

@@ -3,7 +3,7 @@
  * cancelled, not run and resumed, and the rate of what ran, after a whole run and after Ctrl-C.
  */
 import assert from 'node:assert/strict';
-import { readdirSync, writeFileSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import {
@@ -18,14 +18,8 @@ import {
   type TestServer,
 } from './cli-helpers.ts';
 
-const { dir, remove } = tempDir();
+const { dir, remove, file } = tempDir();
 after(remove);
-
-function file(name: string, lines: string[]): string {
-  const path = join(dir, name);
-  writeFileSync(path, lines.map((line) => `${line}\n`).join(''));
-  return path;
-}
 
 interface Summary {
   command: string;

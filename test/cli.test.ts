@@ -4,7 +4,7 @@
  * credentials, --body, progress on stderr, interrupts and the HTML report.
  */
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
@@ -21,7 +21,7 @@ import {
   type TestServer,
 } from './cli-helpers.ts';
 
-const { dir, remove } = tempDir();
+const { dir, remove, file } = tempDir();
 after(remove);
 
 /** A server that answers each request after 20 ms, and keeps the most it had in flight at once. */
@@ -39,12 +39,6 @@ async function countingServer(): Promise<TestServer & { peak: number }> {
     { peak: 0 },
   );
   return counting;
-}
-
-function file(name: string, lines: string[]): string {
-  const path = join(dir, name);
-  writeFileSync(path, lines.map((line) => `${line}\n`).join(''));
-  return path;
 }
 
 describe('sluice fetch: records', () => {
