@@ -8,7 +8,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PassThrough, Readable } from 'node:stream';
+import { PassThrough, Readable, type Writable } from 'node:stream';
 import { main } from '../src/cli/main.ts';
 import type { CliIo } from '../src/cli/io.ts';
 
@@ -129,6 +129,8 @@ export interface CliOptions {
   /** Whether stdin is a terminal. */
   stdinTty?: boolean;
   columns?: number;
+  /** Where the records go instead of a stream the run's `stdout` collects. */
+  stdout?: Writable;
 }
 
 /** Parses JSONL, failing on any line that is not JSON. */
@@ -152,7 +154,7 @@ export function startCli(argv: string[], options: CliOptions = {}): InProcess {
   const listeners = new Set<() => void>();
   const io: CliIo = {
     stdin: typeof options.stdin === 'object' ? options.stdin : stdin,
-    stdout,
+    stdout: options.stdout ?? stdout,
     stderr,
     stderrIsTTY: options.tty === true,
     stdinIsTTY: options.stdinTty === true,
@@ -197,12 +199,20 @@ export interface Spawned {
   stdoutSoFar(): string;
 }
 
-/** Spawns the real CLI (`node --import tsx src/cli/bin.ts …`). */
+/**
+ * Spawns the real CLI (`node --import tsx src/cli/bin.ts …`); with `stderrToStdout`, through a
+ * shell that sends its stderr into the stdout pipe (`2>&1`).
+ */
 export function spawnCli(
   argv: string[],
-  options: { env?: Record<string, string>; stdin?: string } = {},
+  options: { env?: Record<string, string>; stdin?: string; stderrToStdout?: boolean } = {},
 ): Spawned {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/bin.ts', ...argv], {
+  const command = [process.execPath, '--import', 'tsx', 'src/cli/bin.ts', ...argv];
+  const [file, args] =
+    options.stderrToStdout === true
+      ? ['/bin/sh', ['-c', 'exec "$0" "$@" 2>&1', ...command]]
+      : [process.execPath, command.slice(1)];
+  const child = spawn(file, args, {
     cwd: ROOT,
     env: { ...process.env, NO_COLOR: '1', ...options.env },
     stdio: ['pipe', 'pipe', 'pipe'],

@@ -95,7 +95,8 @@ export async function runLines<T>(
       graceMs: nonNegative(io.env.SLUICE_GRACE_MS) ?? 2000,
     }).run();
     if (result.killed) return 130;
-    let code = result.interrupted ? 130 : result.failed > 0 ? 1 : 0;
+    // A closed output ends the run as SIGPIPE ends a filter: 128 + 13, with nothing to say.
+    let code = result.outputClosed ? 141 : result.interrupted ? 130 : result.failed > 0 ? 1 : 0;
     if (result.error !== undefined) {
       io.stderr.write(`sluice: ${result.error}\n`);
       if (code === 0) code = 1;

@@ -3,7 +3,9 @@
  * world comes in through `CliIo`, so tests run it in-process; `bin.ts` passes the real ones.
  *
  * Exit codes: 0 every line ok, 1 some failed, 2 a usage error (a bad option, a file that cannot
- * be used), 130 interrupted.
+ * be used), 130 interrupted, 141 the output's reader went away (`| head -1`): 128 + SIGPIPE, what
+ * a shell reports for a filter that SIGPIPE ended, so that `set -o pipefail` sees a run that did
+ * not finish, while a plain pipeline's status stays that of its last command.
  */
 import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
@@ -204,9 +206,11 @@ async function execAction(io: CliIo, file: string | undefined, o: ExecOptions): 
 }
 
 const EXIT_CODES = `
-Exit codes: 0 every line ok, 1 some failed, 2 usage error, 130 interrupted.
+Exit codes: 0 every line ok, 1 some failed, 2 usage error, 130 interrupted, 141 the output was
+closed by its reader (as with | head -1: what a filter ended by SIGPIPE gives).
 Ctrl-C stops starting new work, gives what runs 2 s (SLUICE_GRACE_MS) to finish, then cancels it
-and writes a record for every line left ("cancelled" or "not run"); a second Ctrl-C exits at once.`;
+and writes a record for every line left ("cancelled" or "not run"); a second Ctrl-C exits at once.
+An output closed by its reader ends the run quietly: nothing more starts, what runs is cancelled.`;
 
 /**
  * Runs the CLI with `argv` (the arguments after the program's name) and returns the exit code.

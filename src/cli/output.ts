@@ -39,6 +39,8 @@ export class Output {
   #failure: Error | undefined;
   /** Called when the output can take more (after backpressure), or failed. */
   onReady: () => void = () => undefined;
+  /** Called once, when the output fails (before `onReady`). */
+  onFailed: () => void = () => undefined;
 
   private constructor(
     stream: Writable,
@@ -73,6 +75,14 @@ export class Output {
   /** The write error that ended the output, if any. */
   get failure(): Error | undefined {
     return this.#failure;
+  }
+
+  /**
+   * Whether the output ended because its reader went away (EPIPE: `sluice fetch … | head -1`),
+   * which is how a pipeline ends, not a fault.
+   */
+  get closedByReader(): boolean {
+    return (this.#failure as { code?: unknown } | undefined)?.code === 'EPIPE';
   }
 
   /** Queues one record (a line of JSON, without its newline). */
@@ -155,10 +165,12 @@ export class Output {
   };
 
   readonly #onError = (error: Error): void => {
+    const first = this.#failure === undefined;
     this.#failure ??= error;
     this.#batch = undefined;
     this.#size = 0;
     this.#blocked = false;
+    if (first) this.onFailed();
     this.onReady();
   };
 }

@@ -95,12 +95,12 @@ export class Progress {
     this.#timer.unref();
   }
 
-  /** Stops, and prints the summary (unless quiet). */
-  stop(interrupted: boolean): void {
+  /** Stops, and prints the summary (unless quiet), with how the run ended if it ended early. */
+  stop(ending?: string): void {
     if (this.#timer !== undefined) clearInterval(this.#timer);
     this.#timer = undefined;
     if (this.#options.quiet) return;
-    const summary = this.summary(interrupted);
+    const summary = this.summary(ending);
     if (this.#live) this.#draw(summary, true);
     else this.#io.stderr.write(`${summary}\n`);
   }
@@ -128,7 +128,7 @@ export class Progress {
    * The last line: what ran to its end ("done", of which some failed), what was cancelled, not
    * run or copied from `--resume`, in how long, and the rate of what ran.
    */
-  summary(interrupted: boolean): string {
+  summary(ending?: string): string {
     const { failed, cancelled, notRun, resumed, tooMany } = this.#stats;
     const done = ran(this.#stats);
     const elapsed = performance.now() - this.#started;
@@ -138,7 +138,7 @@ export class Progress {
     if (notRun > 0) parts.push(`${notRun} not run`);
     if (resumed > 0) parts.push(`${resumed} resumed`);
     if (this.#options.command === 'fetch' && tooMany > 0) parts.push(`${tooMany} 429s`);
-    const end = interrupted ? this.#paint(' (interrupted)', 33) : '';
+    const end = ending === undefined ? '' : this.#paint(` (${ending})`, 33);
     return `sluice ${this.#options.command}: ${parts.join(', ')} in ${formatDuration(elapsed)} (${formatRate(rate)} ${this.#unit})${end}`;
   }
 

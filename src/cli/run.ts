@@ -93,6 +93,8 @@ export interface RunResult {
   interrupted: boolean;
   /** A second interrupt: nothing was flushed. */
   killed: boolean;
+  /** The output's reader went away (EPIPE): the run ended early, as a filter's does. */
+  outputClosed: boolean;
   /** Lines that are not ok: failed, cancelled or not run. */
   failed: number;
   /** The output or the input failed mid-run. */
@@ -119,6 +121,7 @@ export class Run<T> {
     this.#o = options;
     this.#stats = options.stats;
     options.output.onReady = this.#notify;
+    options.output.onFailed = this.#onOutputFailed;
   }
 
   /** Runs to the end, or until a second interrupt. */
@@ -147,7 +150,7 @@ export class Run<T> {
     }
     await this.#idle();
     if (this.#killed) return this.#result();
-    this.#o.progress.stop(this.#interrupted);
+    this.#o.progress.stop(this.#ending());
     try {
       await this.#o.output.close();
     } catch (error) {
@@ -158,15 +161,23 @@ export class Run<T> {
   }
 
   #result(): RunResult {
-    const failure = this.#o.output.failure;
+    const output = this.#o.output;
+    const failure = output.closedByReader ? undefined : output.failure;
     return {
       interrupted: this.#interrupted,
       killed: this.#killed,
+      outputClosed: output.closedByReader,
       failed: this.#stats.failed + this.#stats.cancelled + this.#stats.notRun,
       error:
         this.#error ??
         (failure === undefined ? undefined : `cannot write the output: ${failure.message}`),
     };
+  }
+
+  /** What the summary says of how the run ended, if it ended early. */
+  #ending(): 'interrupted' | 'output closed' | undefined {
+    if (this.#o.output.closedByReader) return 'output closed';
+    return this.#interrupted ? 'interrupted' : undefined;
   }
 
   async #loop(): Promise<void> {
@@ -247,6 +258,16 @@ export class Run<T> {
       this.#command.cancel();
       this.#notify();
     }
+  };
+
+  /**
+   * No record can be written any more: nothing more is started, and what runs is cancelled (its
+   * record could not be written either), so that the run ends now.
+   */
+  readonly #onOutputFailed = (): void => {
+    this.#command.stop();
+    this.#command.cancel();
+    this.#notify();
   };
 
   /** A command broke its promise never to reject: the run cannot account for the line. */
@@ -333,7 +354,7 @@ export class Run<T> {
     }
     if (this.#killed) return;
     this.#killed = true;
-    this.#o.progress.stop(true);
+    this.#o.progress.stop('interrupted');
     this.#command.kill();
     this.#notify();
     this.#kill?.(this.#result());
