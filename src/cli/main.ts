@@ -7,6 +7,7 @@
  * a shell reports for a filter that SIGPIPE ended, so that `set -o pipefail` sees a run that did
  * not finish, while a plain pipeline's status stays that of its last command.
  */
+import { constants } from 'node:buffer';
 import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
@@ -48,6 +49,21 @@ function safeDuration(value: string): number | undefined {
   } catch {
     return undefined;
   }
+}
+
+const UNITS: Record<string, number> = { '': 1, b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 };
+
+/** A size in bytes: "8m", "64k", "8MiB", "2KB", "1.5k", or a number of bytes (k = 1024). */
+function size(value: string): number {
+  const match = /^\s*(\d+(?:\.\d+)?)\s*(?:([kmg])(?:i?b)?|(b))?\s*$/i.exec(value);
+  const unit = (match?.[2] ?? match?.[3] ?? '').toLowerCase();
+  const bytes = match === null ? NaN : Math.floor(Number(match[1]) * (UNITS[unit] ?? NaN));
+  if (!(bytes >= 0 && bytes <= constants.MAX_LENGTH)) {
+    throw new InvalidArgumentError(
+      `Expected a size like "8m", "64k", "8MiB" or a number of bytes (k = 1024), up to ${constants.MAX_LENGTH}.`,
+    );
+  }
+  return bytes;
 }
 
 function rate(value: string, previous: string[] | undefined): string[] {
@@ -136,6 +152,8 @@ interface FetchOptions extends LineOptions {
   header?: [string, string][];
   method: string;
   body?: boolean;
+  maxBody: number;
+  compressed?: boolean;
 }
 
 interface ExecOptions extends LineOptions {
@@ -146,6 +164,7 @@ interface ExecOptions extends LineOptions {
 async function fetchAction(io: CliIo, file: string | undefined, o: FetchOptions): Promise<number> {
   // Some APIs refuse a request without a User-Agent. -H and a line's own headers replace these.
   const headers: Record<string, string> = { 'user-agent': `sluice/${version()}`, accept: '*/*' };
+  if (o.compressed === true) headers['accept-encoding'] = 'gzip, deflate, br';
   for (const [name, value] of o.header ?? []) headers[name] = value;
   const settings: FetchSettings = {
     concurrency: o.concurrency,
@@ -157,6 +176,7 @@ async function fetchAction(io: CliIo, file: string | undefined, o: FetchOptions)
     headers,
     method: o.method,
     body: o.body === true,
+    maxBody: o.maxBody,
   };
   const config: RunConfig = {
     command: 'fetch',
@@ -265,7 +285,22 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
       header,
     )
     .option('-X, --method <method>', 'the method of URL lines', method, 'GET')
-    .option('--body', 'include the response body in the record (JSON parsed, else text)')
+    .option(
+      '--body',
+      'include the response body in the record: JSON as it is, UTF-8 text as a string, anything else in base64 ("bodyEncoding": "base64"); cut at --max-body ("truncated": true)',
+    )
+    .addOption(
+      new Option(
+        '--max-body <size>',
+        'with --body, keep at most SIZE bytes of a body (e.g. 1m, 64k)',
+      )
+        .argParser(size)
+        .default(8 * 1024 * 1024, '8MiB'),
+    )
+    .option(
+      '--compressed',
+      'ask for a compressed response (Accept-Encoding: gzip, deflate, br); with --body, bodies are decoded either way',
+    )
     .addHelpText('after', EXIT_CODES)
     .action(async (file: string | undefined, options: FetchOptions) => {
       code = await fetchAction(io, file, options);

@@ -25,8 +25,8 @@ import type { Previous } from './resume.ts';
 /** How one line ended. Times are `performance.now()` readings. */
 export interface Outcome {
   index: number;
-  /** The record, as the line of JSON to write. */
-  line: string;
+  /** The record, as the line of JSON to write (as UTF-8 bytes when it holds a body). */
+  line: string | Buffer;
   ok: boolean;
   /** What the line asked for (a URL, a command), for the report. */
   target: string;
