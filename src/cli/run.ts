@@ -14,6 +14,9 @@
  * "not run"), lets what runs finish for a grace period, then cancels it ("cancelled"); the rest
  * of the input is then read and a "not run" record written for each line. The second makes
  * `run()` resolve at once, nothing flushed.
+ *
+ * An output that fails (its reader gone: `| head -1`) can take no more records: nothing more is
+ * started, what runs is cancelled, and the rest of the input is left unread.
  */
 import { isBlank, type Input } from './input.ts';
 import type { CliIo } from './io.ts';
