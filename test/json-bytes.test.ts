@@ -83,17 +83,27 @@ describe('JSON over bytes', () => {
 
   it('writeJsonString writes the bytes of JSON.stringify()', () => {
     fc.assert(
-      fc.property(fc.oneof(fc.string({ unit: 'binary' }), fc.string({ unit: 'grapheme' })), (s) => {
-        const bytes = Buffer.from(s);
-        const expected = Buffer.from(JSON.stringify(bytes.toString()));
-        assert.equal(jsonStringLength(bytes), expected.length);
-        const target = Buffer.alloc(expected.length + 4, 0xee);
-        assert.equal(writeJsonString(bytes, target, 2), expected.length + 2);
-        assert.ok(target.subarray(2, -2).equals(expected), `${target.toString()} for ${s}`);
-        assert.ok(target.subarray(0, 2).equals(Buffer.from([0xee, 0xee])));
-        assert.ok(target.subarray(-2).equals(Buffer.from([0xee, 0xee])));
-      }),
-      { numRuns: 2000 },
+      fc.property(
+        fc.oneof(
+          fc.string({ unit: 'binary' }),
+          fc.string({ unit: 'grapheme' }),
+          // Longer than the pieces it is escaped in, characters of every length across their cuts.
+          fc
+            .string({ unit: 'binary', minLength: 1, maxLength: 40 })
+            .map((unit) => unit.repeat(Math.ceil(70_000 / Buffer.byteLength(unit)))),
+        ),
+        (s) => {
+          const bytes = Buffer.from(s);
+          const expected = Buffer.from(JSON.stringify(bytes.toString()));
+          assert.equal(jsonStringLength(bytes), expected.length);
+          const target = Buffer.alloc(expected.length + 4, 0xee);
+          assert.equal(writeJsonString(bytes, target, 2), expected.length + 2);
+          assert.ok(target.subarray(2, -2).equals(expected), JSON.stringify(s.slice(0, 200)));
+          assert.ok(target.subarray(0, 2).equals(Buffer.from([0xee, 0xee])));
+          assert.ok(target.subarray(-2).equals(Buffer.from([0xee, 0xee])));
+        },
+      ),
+      { numRuns: 600 },
     );
   });
 

@@ -173,56 +173,62 @@ function skipKey(b: Uint8Array, i: number): number {
   return b[colon] === COLON ? skipSpace(b, colon + 1) : -1;
 }
 
-/**
- * How `JSON.stringify()` writes each byte of a string's UTF-8: 0 as it is, else the escape's
- * second character (`\n`, `\"`…), or 0x75 (`u`) for `\u00XX`.
- */
-const ESCAPE = new Uint8Array(256);
-for (let c = 0; c < SPACE; c++) ESCAPE[c] = 0x75;
-ESCAPE[0x08] = 0x62;
-ESCAPE[TAB] = 0x74;
-ESCAPE[LF] = 0x6e;
-ESCAPE[0x0c] = 0x66;
-ESCAPE[CR] = 0x72;
-ESCAPE[QUOTE] = QUOTE;
-ESCAPE[BACKSLASH] = BACKSLASH;
-const HEX = Buffer.from('0123456789abcdef');
+/** How many bytes more than itself each byte takes in a JSON string: `\n`, `\"`, `\u001b`. */
+const EXTRA = new Uint8Array(256);
+for (let c = 0; c < SPACE; c++) EXTRA[c] = 5;
+for (const c of [0x08, TAB, LF, 0x0c, CR, QUOTE, BACKSLASH]) EXTRA[c] = 1;
+
+/** Bytes of text turned into a string at a time by {@link writeJsonString}. */
+const PIECE = 64 * 1024;
 
 /** The length in bytes of `JSON.stringify(b.toString())`, quotes included (`b`: valid UTF-8). */
 export function jsonStringLength(b: Uint8Array): number {
-  let length = b.length + 2;
-  for (let i = 0; i < b.length; i++) {
-    const escape = ESCAPE[b[i]!]!;
-    if (escape !== 0) length += escape === 0x75 ? 5 : 1;
+  const n = b.length;
+  let length = n + 2;
+  let i = 0;
+  // A byte at a time up to a 4-byte boundary, then a word at a time: the bytes of a word are
+  // looked at only when one of them may need an escape (SWAR: a byte < 0x20, or '"' or '\'
+  // turned into a zero byte; a false alarm costs a look, never a miss).
+  const head = Math.min(n, (4 - (b.byteOffset & 3)) & 3);
+  for (; i < head; i++) length += EXTRA[b[i]!]!;
+  const words = (n - i) >>> 2;
+  if (words > 0) {
+    const w = new Uint32Array(b.buffer, b.byteOffset + i, words);
+    for (let k = 0; k < words; k++) {
+      const x = w[k]!;
+      const quote = x ^ 0x22222222;
+      const backslash = x ^ 0x5c5c5c5c;
+      const marks =
+        ((x - 0x20202020) & ~x) |
+        ((quote - 0x01010101) & ~quote) |
+        ((backslash - 0x01010101) & ~backslash);
+      if ((marks & 0x80808080) !== 0) {
+        const at = i + 4 * k;
+        length += EXTRA[b[at]!]! + EXTRA[b[at + 1]!]! + EXTRA[b[at + 2]!]! + EXTRA[b[at + 3]!]!;
+      }
+    }
+    i += 4 * words;
   }
+  for (; i < n; i++) length += EXTRA[b[i]!]!;
   return length;
 }
 
 /**
  * Writes `JSON.stringify(b.toString())` as UTF-8 into `target` at `at` (which has room for
- * {@link jsonStringLength} bytes); returns where it ends.
+ * {@link jsonStringLength} bytes); returns where it ends. The engine escapes, a piece at a time
+ * (cut between characters): no string as large as the body.
  */
-export function writeJsonString(b: Uint8Array, target: Uint8Array, at: number): number {
+export function writeJsonString(b: Uint8Array, target: Buffer, at: number): number {
+  const bytes = Buffer.from(b.buffer, b.byteOffset, b.length);
   let out = at;
   target[out++] = QUOTE;
-  let from = 0;
-  for (let i = 0; i < b.length; i++) {
-    const escape = ESCAPE[b[i]!]!;
-    if (escape === 0) continue;
-    target.set(b.subarray(from, i), out);
-    out += i - from;
-    from = i + 1;
-    target[out++] = BACKSLASH;
-    target[out++] = escape;
-    if (escape === 0x75) {
-      target[out++] = ZERO;
-      target[out++] = ZERO;
-      target[out++] = HEX[b[i]! >> 4]!;
-      target[out++] = HEX[b[i]! & 15]!;
-    }
+  for (let from = 0; from < bytes.length;) {
+    let to = Math.min(bytes.length, from + PIECE);
+    while (to < bytes.length && (bytes[to]! & 0xc0) === 0x80) to--; // not inside a character
+    const piece = JSON.stringify(bytes.toString('utf8', from, to));
+    out += target.write(piece.slice(1, -1), out, 'utf8');
+    from = to;
   }
-  target.set(b.subarray(from), out);
-  out += b.length - from;
   target[out++] = QUOTE;
   return out;
 }
