@@ -1,14 +1,15 @@
 /**
- * JSON over bytes, for response bodies that go into records without ever becoming JS strings: a
- * 100 MB body as a string, then parsed, then stringified into its record, held it six times
- * over. Here the body stays the bytes it came as, and its record is written from them in one pass.
+ * JSON over bytes, for response bodies that go into records without ever becoming JS strings as
+ * large as themselves: a 100 MB body as a string, then parsed, then stringified into its record,
+ * held it six times over. Here the body stays the bytes it came as, and its record is written
+ * from them.
  *
  * - {@link isJson}: whether UTF-8 bytes are one JSON text, exactly as `JSON.parse()` decides (the
  *   RFC 8259 grammar); checked against it by a property test.
  * - {@link jsonStringLength} and {@link writeJsonString}: the bytes of `JSON.stringify(text)`
- *   for the text that valid UTF-8 bytes spell, without the text.
- * - {@link writeOneLine}: a JSON text with its line breaks (whitespace between tokens: valid JSON has
- *   no other) turned into spaces, so that it fits in a JSONL record.
+ *   for the text that valid UTF-8 bytes spell, the text made a piece at a time.
+ * - {@link writeOneLine}: a JSON text with its line breaks (whitespace between tokens: valid JSON
+ *   has no other) turned into spaces, so that it fits in a JSONL record.
  */
 
 const SPACE = 0x20;
