@@ -10,8 +10,9 @@
  *   undone: never text with U+FFFD in place of bytes it could not read.
  * A body that was cut says `"truncated": true`.
  *
- * The body never becomes a JS string: its record is one Buffer, written from the kept bytes in
- * one pass, so a body costs about twice its size (its bytes, and its record) at most.
+ * The body never becomes a JS string as large as itself: its record is one Buffer, written from
+ * the kept bytes a piece at a time, so a body costs about twice its size (its bytes, and its
+ * record) at most.
  */
 import { isUtf8 } from 'node:buffer';
 import type { Transform } from 'node:stream';
