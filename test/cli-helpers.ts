@@ -3,12 +3,12 @@
  * and the real executable spawned as a child process.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PassThrough, Readable } from 'node:stream';
+import { PassThrough, Readable, type Writable } from 'node:stream';
 import { main } from '../src/cli/main.ts';
 import type { CliIo } from '../src/cli/io.ts';
 
@@ -18,7 +18,14 @@ export const ROOT = new URL('..', import.meta.url).pathname;
 export interface TestServer {
   url: string;
   /** Requests received, in arrival order. */
-  requests: { method: string; url: string; headers: IncomingMessage['headers']; body: string }[];
+  requests: {
+    method: string;
+    url: string;
+    headers: IncomingMessage['headers'];
+    /** The headers as sent: names in their case, repeats kept. */
+    rawHeaders: string[];
+    body: string;
+  }[];
   /** Responses held back (by handlers that never answer), ended by `close()`. */
   held: ServerResponse[];
   close(): Promise<void>;
@@ -56,6 +63,7 @@ export async function startServer(handler: Handler): Promise<TestServer> {
         method: req.method ?? '',
         url: req.url ?? '',
         headers: req.headers,
+        rawHeaders: req.rawHeaders,
         body,
       });
       handler(req, res, body, state);
@@ -71,13 +79,25 @@ export const ok: Handler = (_req, res) => {
   res.end('ok');
 };
 
-/** A fresh temporary directory, removed by the returned function. */
-export function tempDir(): { dir: string; remove: () => void } {
+/**
+ * A fresh temporary directory, removed by `remove()`; `file(name, lines)` writes a file of lines
+ * in it (each ended by a newline) and returns its path.
+ */
+export function tempDir(): {
+  dir: string;
+  remove: () => void;
+  file: (name: string, lines: string[]) => string;
+} {
   const dir = mkdtempSync(join(tmpdir(), 'sluice-cli-'));
   return {
     dir,
     remove: () => {
       rmSync(dir, { recursive: true, force: true });
+    },
+    file: (name, lines) => {
+      const path = join(dir, name);
+      writeFileSync(path, lines.map((line) => `${line}\n`).join(''));
+      return path;
     },
   };
 }
@@ -106,7 +126,11 @@ export interface CliOptions {
   env?: Record<string, string>;
   cwd?: string;
   tty?: boolean;
+  /** Whether stdin is a terminal. */
+  stdinTty?: boolean;
   columns?: number;
+  /** Where the records go instead of a stream the run's `stdout` collects. */
+  stdout?: Writable;
 }
 
 /** Parses JSONL, failing on any line that is not JSON. */
@@ -130,9 +154,10 @@ export function startCli(argv: string[], options: CliOptions = {}): InProcess {
   const listeners = new Set<() => void>();
   const io: CliIo = {
     stdin: typeof options.stdin === 'object' ? options.stdin : stdin,
-    stdout,
+    stdout: options.stdout ?? stdout,
     stderr,
     stderrIsTTY: options.tty === true,
+    stdinIsTTY: options.stdinTty === true,
     env: { PATH: process.env.PATH, ...options.env },
     cwd: options.cwd ?? ROOT,
     onInterrupt(listener) {
@@ -174,12 +199,20 @@ export interface Spawned {
   stdoutSoFar(): string;
 }
 
-/** Spawns the real CLI (`node --import tsx src/cli/bin.ts …`). */
+/**
+ * Spawns the real CLI (`node --import tsx src/cli/bin.ts …`); with `stderrToStdout`, through a
+ * shell that sends its stderr into the stdout pipe (`2>&1`).
+ */
 export function spawnCli(
   argv: string[],
-  options: { env?: Record<string, string>; stdin?: string } = {},
+  options: { env?: Record<string, string>; stdin?: string; stderrToStdout?: boolean } = {},
 ): Spawned {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/bin.ts', ...argv], {
+  const command = [process.execPath, '--import', 'tsx', 'src/cli/bin.ts', ...argv];
+  const [file, args] =
+    options.stderrToStdout === true
+      ? ['/bin/sh', ['-c', 'exec "$0" "$@" 2>&1', ...command]]
+      : [process.execPath, command.slice(1)];
+  const child = spawn(file, args, {
     cwd: ROOT,
     env: { ...process.env, NO_COLOR: '1', ...options.env },
     stdio: ['pipe', 'pipe', 'pipe'],

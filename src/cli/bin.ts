@@ -9,6 +9,10 @@ import { tune } from './tune.ts';
 
 tune(process.execArgv, process.env.NODE_OPTIONS);
 
+// Progress and messages that stderr cannot take (its reader went away: `2>&1 | head -1`) are
+// dropped: there is nowhere else to say anything, and the run must still end as it should.
+process.stderr.on('error', () => undefined);
+
 let interrupts = 0;
 const count = (): void => {
   interrupts++;
@@ -19,6 +23,7 @@ const io: CliIo = {
   stdout: process.stdout,
   stderr: process.stderr,
   stderrIsTTY: process.stderr.isTTY,
+  stdinIsTTY: process.stdin.isTTY,
   env: process.env,
   cwd: process.cwd(),
   onInterrupt(listener) {

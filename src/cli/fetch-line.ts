@@ -1,14 +1,17 @@
 /**
  * What a `sluice fetch` input line means: a URL, or a JSON object
- * `{ "url", "method", "headers", "body", "id" }` (JSONL). A line that is neither, a bad URL or a
- * scheme other than http(s) becomes a task with an `error`, never an exception.
+ * `{ "url", "method", "headers", "body", "id" }` (JSONL). A line that is neither, a bad URL, a
+ * scheme other than http(s) or a method no fetch client sends becomes a task with an `error`,
+ * never an exception.
  *
  * And where credentials go: the values of Authorization, Proxy-Authorization, Cookie and
- * Set-Cookie headers and a URL's password are collected per line, so that whatever could carry
- * them into a record or a report (an error message, an echoed body) is masked; a URL with a
- * password is recorded with `***` in its place, and its credentials are sent as Basic
- * authorization (as curl does) unless an Authorization header is given.
+ * Set-Cookie headers and a URL's user name and password are collected per line, so that whatever
+ * could carry them into a record or a report (an error message, an echoed body) is masked. A
+ * line's URL is recorded as it is sent (normalised, without its fragment), its user name and
+ * password replaced by `[redacted]` as in the report; they are sent as Basic authorization (as
+ * curl does) unless an Authorization header is given.
  */
+import { REDACTED, redactSecrets } from './report-safe.ts';
 
 export const SENSITIVE: ReadonlySet<string> = new Set([
   'authorization',
@@ -19,12 +22,25 @@ export const SENSITIVE: ReadonlySet<string> = new Set([
 const SENSITIVE_TEXT =
   /\b(authorization|proxy-authorization|cookie|set-cookie)(["']?\s*[:=]\s*)("[^"]*"|'[^']*'|[^,;\r\n]*)/gi;
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+/**
+ * Methods the Fetch standard forbids (https://fetch.spec.whatwg.org/#forbidden-method): CONNECT
+ * opens a tunnel that no response ends, TRACE and TRACK echo the request (credentials included).
+ */
+const FORBIDDEN_METHODS: ReadonlySet<string> = new Set(['CONNECT', 'TRACE', 'TRACK']);
+
+/** Why `method` (upper case) may not be sent, if it is a forbidden one; the check of `-X` too. */
+export function forbiddenMethod(method: string): string | undefined {
+  return FORBIDDEN_METHODS.has(method)
+    ? `the method ${method} cannot be sent (no fetch client sends CONNECT, TRACE or TRACK)`
+    : undefined;
+}
 
 /** One line, read. */
 export interface FetchTask {
   id: unknown;
   /** The URL as recorded (without a password), or null when the line has none. */
   url: string | null;
+  /** Where the request goes; undefined when the line cannot be sent (`error` says why). */
   target: URL | undefined;
   method: string;
   headers: Record<string, string>;
@@ -87,13 +103,14 @@ export function parseFetchLine(line: string, defaults: LineDefaults): FetchTask 
     secrets: undefined,
     error: undefined,
   };
-  if (text.startsWith('{') || text.startsWith('[')) {
-    parseJson(text, task, defaults.headers);
-    if (task.error !== undefined) return task;
-  } else {
-    task.url = text;
+  if (text.startsWith('{') || text.startsWith('[')) parseJson(text, task, defaults.headers);
+  else task.url = text;
+  // Read even when the line is wrong otherwise: its record shows the URL masked.
+  const target = task.url === null ? undefined : readUrl(task);
+  if (target !== undefined && task.error === undefined) {
+    task.error = unsendable(target, task.method);
+    if (task.error === undefined) task.target = target;
   }
-  parseUrl(task);
   return task;
 }
 
@@ -155,38 +172,48 @@ function parseJson(text: string, task: FetchTask, base: Record<string, string>):
   }
 }
 
-function parseUrl(task: FetchTask): void {
+/**
+ * Reads the line's URL: returns it as it is to be sent (credentials removed: they go as a
+ * header), and puts in `task.url` what is recorded: the same, normalised, without the fragment
+ * (never sent), its credentials masked. Undefined for a string that is no URL.
+ */
+function readUrl(task: FetchTask): URL | undefined {
   const text = task.url ?? '';
   let target: URL;
   try {
     target = new URL(text);
   } catch {
-    task.error = text === '' ? 'no URL' : 'invalid URL';
-    return;
+    task.error ??= text === '' ? 'no URL' : 'invalid URL';
+    task.url = redactSecrets(text); // nothing was sent: the line's text, credentials masked
+    return undefined;
   }
-  const protocol = target.protocol;
-  if (protocol !== 'http:' && protocol !== 'https:') {
-    task.error = `unsupported scheme "${protocol.slice(0, -1)}" (expected http or https)`;
-    return;
-  }
+  if (text.includes('#')) target.hash = '';
   // Credentials come only with an "@" (the URL's getters are not free on a million lines).
   if (text.includes('@') && (target.username !== '' || target.password !== '')) {
-    // Credentials in the URL: sent as Basic authorization (as curl does), never recorded.
+    // Sent as Basic authorization (as curl does), never recorded. A user name alone is as much a
+    // secret as a password (https://TOKEN@host/).
     const user = decoded(target.username);
     const password = decoded(target.password);
-    if (password !== '') {
-      task.secrets = [...(task.secrets ?? []), password, target.password];
-      const masked = new URL(target.href);
-      masked.password = '***';
-      task.url = masked.href;
-    }
+    task.secrets = [...(task.secrets ?? []), user, target.username, password, target.password];
     if (task.headers.authorization === undefined) {
       const token = Buffer.from(`${user}:${password}`).toString('base64');
       task.headers = { ...task.headers, authorization: `Basic ${token}` };
-      (task.secrets ??= []).push(token);
+      task.secrets.push(token);
     }
     target.username = '';
     target.password = '';
+    const protocol = target.protocol;
+    task.url = `${protocol}//${REDACTED}@${target.href.slice(protocol.length + 2)}`;
+  } else {
+    task.url = target.href;
   }
-  task.target = target;
+  return target;
+}
+
+/** Why a request to `target` with `method` cannot be sent, or undefined. */
+function unsendable(target: URL, method: string): string | undefined {
+  const protocol = target.protocol;
+  if (protocol !== 'http:' && protocol !== 'https:')
+    return `unsupported scheme "${protocol.slice(0, -1)}" (expected http or https)`;
+  return forbiddenMethod(method);
 }

@@ -2,7 +2,8 @@
  * `sluice fetch`: one request per input line, through `createExchange()` (per-origin gates, a
  * global concurrency, retries and timeouts: the fastest way to a whole response), one JSON record
  * per line:
- * `{ index, id, url, status, ok, attempts, ms, bytes, error }` and, with `--body`, `body`.
+ * `{ index, id, url, status, ok, attempts, ms, bytes, error }` and, with `--body`, `body` (and
+ * `bodyEncoding` and `truncated` when they apply: `fetch-body.ts`).
  *
  * What a line means, and how credentials are kept out of records: `fetch-line.ts`.
  */
@@ -17,7 +18,8 @@ import {
 } from '../http/index.ts';
 import { ClosedError } from '../errors.ts';
 import { RateLimiter } from '../rate.ts';
-import { maskValues, parseFetchLine, redact, SENSITIVE, type FetchTask } from './fetch-line.ts';
+import { bodyField, bodyRecord, keptLimit } from './fetch-body.ts';
+import { parseFetchLine, redact, SENSITIVE, type FetchTask } from './fetch-line.ts';
 import type { Command, Outcome } from './run.ts';
 
 /** What `sluice fetch` was asked, parsed and checked. */
@@ -31,7 +33,10 @@ export interface FetchSettings {
   /** Headers for every request, names in lower case. */
   headers: Record<string, string>;
   method: string;
+  /** Whether records include the response body. */
   body: boolean;
+  /** The most bytes of a body to keep (decoded), with `body`. */
+  maxBody: number;
 }
 
 const CANCELLED = 'cancelled';
@@ -55,25 +60,6 @@ function rounded(ms: number): number {
   return Math.round(ms * 10) / 10;
 }
 
-/** A response body to keep: its text, or its parsed JSON. */
-function readBody(
-  body: Buffer,
-  contentType: string | string[] | undefined,
-  secrets: readonly string[],
-): unknown {
-  // A server may echo the request's headers back: credentials stay out of the record anyway.
-  const text = maskValues(body.toString('utf8'), secrets);
-  const type = Array.isArray(contentType) ? contentType[0] : contentType;
-  if (type !== undefined && /\bjson\b|\+json\b/i.test(type)) {
-    try {
-      return JSON.parse(text) as unknown;
-    } catch {
-      // Not the JSON it claimed to be: the text then.
-    }
-  }
-  return text;
-}
-
 // Module-private access to FetchCommand's private members, for LineSink; set by its static block.
 let lineAnswered: (
   command: FetchCommand,
@@ -81,7 +67,7 @@ let lineAnswered: (
   index: number,
   received: Exchanged,
   call: Call<Exchanged>,
-) => Outcome;
+) => Outcome | Promise<Outcome>;
 let lineFailed: (
   command: FetchCommand,
   task: FetchTask,
@@ -238,7 +224,7 @@ export class FetchCommand implements Command<FetchTask> {
           method: task.method,
           headers: task.headers,
           body: task.body,
-          keepBody: this.#settings.body,
+          keepBody: this.#settings.body ? keptLimit(this.#settings.maxBody) : false,
         },
         sink,
       );
@@ -265,7 +251,13 @@ export class FetchCommand implements Command<FetchTask> {
     return this.#unsent(task, index, message, attempts, call, status);
   }
 
-  #answered(task: FetchTask, index: number, received: Exchanged, call: Call<Exchanged>): Outcome {
+  /** The outcome of a line that got a response: later when its body must be decoded first. */
+  #answered(
+    task: FetchTask,
+    index: number,
+    received: Exchanged,
+    call: Call<Exchanged>,
+  ): Outcome | Promise<Outcome> {
     const end = call.deliveredAt; // on the client's clock, the system's: performance.now()
     const status = received.status;
     const callError = call.error;
@@ -281,29 +273,9 @@ export class FetchCommand implements Command<FetchTask> {
     const starts = call.attemptStarts;
     const ms = end - call.started - (starts[0] ?? 0);
     const bytes = received.bytes;
-    let line: string;
-    if (this.#settings.body) {
-      const body =
-        received.body === undefined
-          ? undefined
-          : readBody(received.body, received.headers['content-type'], this.#secretsOf(task));
-      line = JSON.stringify({
-        index,
-        id: task.id,
-        url: task.url,
-        status,
-        ok,
-        attempts,
-        ms: rounded(ms),
-        bytes,
-        error,
-        body,
-      });
-    } else {
-      line = recordLine(index, task, status, ok, attempts, rounded(ms), bytes, error);
-    }
+    const line = recordLine(index, task, status, ok, attempts, rounded(ms), bytes, error);
     const retried = retriedStatuses(call);
-    return {
+    const outcome: Outcome = {
       index,
       line,
       ok,
@@ -319,6 +291,24 @@ export class FetchCommand implements Command<FetchTask> {
       retriedStatuses: retried,
       tooMany: count429(retried) + (status === 429 ? 1 : 0),
     };
+    if (!this.#settings.body) return outcome;
+    // The record without its closing brace, then the body.
+    const prefix = line.slice(0, -1);
+    const field = bodyField(
+      received.body ?? EMPTY,
+      bytes,
+      received.headers,
+      this.#secretsOf(task),
+      this.#settings.maxBody,
+    );
+    if (!(field instanceof Promise)) {
+      outcome.line = bodyRecord(prefix, field);
+      return outcome;
+    }
+    return field.then((decoded) => {
+      outcome.line = bodyRecord(prefix, decoded);
+      return outcome;
+    });
   }
 
   #secretsOf(task: FetchTask): string[] {
@@ -363,6 +353,7 @@ function isClosed(error: unknown): boolean {
 }
 
 const NONE: readonly number[] = [];
+const EMPTY = Buffer.alloc(0);
 
 /** The statuses of the attempts that were retried (the same empty array when none were). */
 function retriedStatuses(call: Call<Exchanged> | undefined): readonly number[] {
@@ -418,15 +409,20 @@ class LineSink implements CallSink<Exchanged> {
 
   delivered(received: Exchanged, call: Call<Exchanged>): void {
     this.called = true;
-    let outcome: Outcome;
+    let outcome: Outcome | Promise<Outcome>;
     try {
       outcome = lineAnswered(this.#command, this.#task, this.#index, received, call);
     } catch (error) {
-      // The record could not be made (a kept body too large for one string): the line still
-      // gets one, with why.
+      // The record could not be made (not expected): the line still gets one, with why.
       outcome = lineFailed(this.#command, this.#task, this.#index, error, call);
     }
-    this.#done(outcome);
+    if (!(outcome instanceof Promise)) {
+      this.#done(outcome);
+      return;
+    }
+    outcome.then(this.#done, (error: unknown) => {
+      this.#done(lineFailed(this.#command, this.#task, this.#index, error, call));
+    });
   }
 
   failed(error: unknown, call: Call<Exchanged>): void {

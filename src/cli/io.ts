@@ -10,6 +10,8 @@ export interface CliIo {
   stderr: Writable;
   /** Whether stderr is a terminal (a live progress line) or not (a plain line every few seconds). */
   stderrIsTTY: boolean;
+  /** Whether stdin is a terminal (someone types the jobs). @default false */
+  stdinIsTTY?: boolean;
   env: Readonly<Record<string, string | undefined>>;
   /** The working directory, against which FILE arguments resolve. */
   cwd: string;

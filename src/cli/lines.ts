@@ -4,14 +4,14 @@
  * before anything runs), then the run, its exit code, and the report written at the end.
  */
 import { constants } from 'node:fs';
-import { access, stat, writeFile } from 'node:fs/promises';
-import { dirname, resolve } from 'node:path';
+import { access, realpath, stat, writeFile } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
 import { fileProblem, openInput } from './input.ts';
 import type { CliIo } from './io.ts';
 import { Output } from './output.ts';
-import { Progress, type RunStats } from './progress.ts';
+import { newStats, Progress } from './progress.ts';
 import type { ReportSink, RunConfig } from './report-data.ts';
-import { Previous } from './resume.ts';
+import { NotRecordsError, Previous } from './resume.ts';
 import { Run, type Command } from './run.ts';
 
 /** A problem with what the command was given (a file that cannot be read, …): exit code 2. */
@@ -48,9 +48,12 @@ export async function runLines<T>(
     if (settings.resume !== undefined) {
       const path = resolve(io.cwd, settings.resume);
       resume = await Previous.load(path).catch((error: unknown) => {
+        if (error instanceof NotRecordsError)
+          throw new UsageError(`--resume ${settings.resume}: ${error.message}`);
         throw new UsageError(`cannot read ${settings.resume}: ${fileProblem(error)}`);
       });
     }
+    await refuseClashes(io, settings);
     let report: ReportSink | undefined;
     let reportPath: string | undefined;
     if (settings.report !== undefined) {
@@ -70,12 +73,13 @@ export async function runLines<T>(
       throw new UsageError(`cannot write ${settings.output}: ${fileProblem(error)}`);
     });
     const command = makeCommand();
-    const stats: RunStats = { done: 0, failed: 0, tooMany: 0, total: undefined };
+    const stats = newStats();
     const progress = new Progress(io, stats, {
       command: config.command,
       quiet: settings.quiet,
       plainInterval: nonNegative(io.env.SLUICE_PROGRESS_INTERVAL) ?? 5000,
       inFlight: () => command.inFlight(),
+      typed: (settings.file === undefined || settings.file === '-') && io.stdinIsTTY === true,
     });
     const started = performance.now();
     const result = await new Run(command, {
@@ -91,7 +95,8 @@ export async function runLines<T>(
       graceMs: nonNegative(io.env.SLUICE_GRACE_MS) ?? 2000,
     }).run();
     if (result.killed) return 130;
-    let code = result.interrupted ? 130 : result.failed > 0 ? 1 : 0;
+    // A closed output ends the run as SIGPIPE ends a filter: 128 + 13, with nothing to say.
+    let code = result.outputClosed ? 141 : result.interrupted ? 130 : result.failed > 0 ? 1 : 0;
     if (result.error !== undefined) {
       io.stderr.write(`sluice: ${result.error}\n`);
       if (code === 0) code = 1;
@@ -118,11 +123,40 @@ function nonNegative(value: string | undefined): number | undefined {
   return Number.isFinite(n) && n >= 0 ? n : undefined;
 }
 
-async function sameFile(a: string, b: string): Promise<boolean> {
-  try {
-    const [x, y] = await Promise.all([stat(a), stat(b)]);
-    return x.dev === y.dev && x.ino === y.ino;
-  } catch {
-    return false;
+/**
+ * Refuses a run that would write over a file it reads, or put two things in one file: the output
+ * or the report over the input (emptied before it is read), the report over the output or the
+ * `--resume` file. The output may be the `--resume` file: it is replaced once the run has read it.
+ */
+async function refuseClashes(io: CliIo, settings: LineSettings): Promise<void> {
+  const input = settings.file === '-' ? undefined : settings.file;
+  const pairs: [string | undefined, string, string | undefined, string, string][] = [
+    [settings.output, 'output', input, 'input', 'it would be emptied before it is read'],
+    [settings.report, 'report', input, 'input', 'it would be lost'],
+    [settings.report, 'report', settings.output, 'output', 'the records would be lost'],
+    [settings.report, 'report', settings.resume, '--resume', 'the previous records would be lost'],
+  ];
+  for (const [written, what, other, otherName, why] of pairs) {
+    if (written === undefined || other === undefined) continue;
+    if (await sameFile(resolve(io.cwd, written), resolve(io.cwd, other)))
+      throw new UsageError(`the ${what} ${written} is the ${otherName} file (${why})`);
   }
+}
+
+/**
+ * Whether two paths name the same regular file (by device and inode: whatever the path, links
+ * included), or the same place for a file that neither has made yet. A file that exists is never
+ * one that does not; special files (a terminal, /dev/null) are not compared.
+ */
+async function sameFile(a: string, b: string): Promise<boolean> {
+  const [x, y] = await Promise.all([
+    stat(a).catch(() => undefined),
+    stat(b).catch(() => undefined),
+  ]);
+  if (x !== undefined && y !== undefined)
+    return x.isFile() && y.isFile() && x.dev === y.dev && x.ino === y.ino;
+  if (x !== undefined || y !== undefined) return false;
+  const place = async (path: string): Promise<string> =>
+    join(await realpath(dirname(path)).catch(() => dirname(path)), basename(path));
+  return (await place(a)) === (await place(b));
 }

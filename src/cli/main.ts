@@ -3,14 +3,19 @@
  * world comes in through `CliIo`, so tests run it in-process; `bin.ts` passes the real ones.
  *
  * Exit codes: 0 every line ok, 1 some failed, 2 a usage error (a bad option, a file that cannot
- * be used), 130 interrupted.
+ * be used), 130 interrupted, 141 the output's reader went away (`| head -1`): 128 + SIGPIPE, what
+ * a shell reports for a filter that SIGPIPE ended, so that `set -o pipefail` sees a run that did
+ * not finish, while a plain pipeline's status stays that of its last command.
  */
+import { constants } from 'node:buffer';
 import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { parseDuration, parseRate } from '../_parse.ts';
+import { BAD_VALUE } from '../http/_h1.ts';
 import { ExecCommand, type ExecSettings } from './exec.ts';
 import { FetchCommand, type FetchSettings } from './fetch.ts';
+import { forbiddenMethod } from './fetch-line.ts';
 import type { CliIo } from './io.ts';
 import type { RunConfig } from './report-data.ts';
 import { runLines, UsageError, type LineSettings } from './lines.ts';
@@ -46,6 +51,21 @@ function safeDuration(value: string): number | undefined {
   }
 }
 
+const UNITS: Record<string, number> = { '': 1, b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 };
+
+/** A size in bytes: "8m", "64k", "8MiB", "2KB", "1.5k", or a number of bytes (k = 1024). */
+function size(value: string): number {
+  const match = /^\s*(\d+(?:\.\d+)?)\s*(?:([kmg])(?:i?b)?|(b))?\s*$/i.exec(value);
+  const unit = (match?.[2] ?? match?.[3] ?? '').toLowerCase();
+  const bytes = match === null ? NaN : Math.floor(Number(match[1]) * (UNITS[unit] ?? NaN));
+  if (!(bytes >= 0 && bytes <= constants.MAX_LENGTH)) {
+    throw new InvalidArgumentError(
+      `Expected a size like "8m", "64k", "8MiB" or a number of bytes (k = 1024), up to ${constants.MAX_LENGTH}.`,
+    );
+  }
+  return bytes;
+}
+
 function rate(value: string, previous: string[] | undefined): string[] {
   try {
     parseRate('rate', value);
@@ -59,13 +79,22 @@ function header(value: string, previous: [string, string][] | undefined): [strin
   const colon = value.indexOf(':');
   const name = colon === -1 ? '' : value.slice(0, colon).trim();
   if (!TOKEN.test(name)) throw new InvalidArgumentError('Expected "Name: value".');
-  return [...(previous ?? []), [name.toLowerCase(), value.slice(colon + 1).trim()]];
+  const text = value.slice(colon + 1).trim();
+  // Found now, rather than in one error record for each line of the input.
+  if (BAD_VALUE.test(text))
+    throw new InvalidArgumentError(
+      'Expected "Name: value" with no CR, LF, NUL or other control character in the value, and no character beyond U+00FF.',
+    );
+  return [...(previous ?? []), [name.toLowerCase(), text]];
 }
 
 function method(value: string): string {
-  if (!TOKEN.test(value))
-    throw new InvalidArgumentError('Expected an HTTP method like GET or POST.');
-  return value.toUpperCase();
+  const upper = value.toUpperCase();
+  if (!TOKEN.test(value) || forbiddenMethod(upper) !== undefined)
+    throw new InvalidArgumentError(
+      'Expected an HTTP method like GET or POST (not CONNECT, TRACE or TRACK).',
+    );
+  return upper;
 }
 
 function version(): string {
@@ -123,6 +152,8 @@ interface FetchOptions extends LineOptions {
   header?: [string, string][];
   method: string;
   body?: boolean;
+  maxBody: number;
+  compressed?: boolean;
 }
 
 interface ExecOptions extends LineOptions {
@@ -131,7 +162,9 @@ interface ExecOptions extends LineOptions {
 }
 
 async function fetchAction(io: CliIo, file: string | undefined, o: FetchOptions): Promise<number> {
-  const headers: Record<string, string> = {};
+  // Some APIs refuse a request without a User-Agent. -H and a line's own headers replace these.
+  const headers: Record<string, string> = { 'user-agent': `sluice/${version()}`, accept: '*/*' };
+  if (o.compressed === true) headers['accept-encoding'] = 'gzip, deflate, br';
   for (const [name, value] of o.header ?? []) headers[name] = value;
   const settings: FetchSettings = {
     concurrency: o.concurrency,
@@ -143,6 +176,7 @@ async function fetchAction(io: CliIo, file: string | undefined, o: FetchOptions)
     headers,
     method: o.method,
     body: o.body === true,
+    maxBody: o.maxBody,
   };
   const config: RunConfig = {
     command: 'fetch',
@@ -192,9 +226,11 @@ async function execAction(io: CliIo, file: string | undefined, o: ExecOptions): 
 }
 
 const EXIT_CODES = `
-Exit codes: 0 every line ok, 1 some failed, 2 usage error, 130 interrupted.
+Exit codes: 0 every line ok, 1 some failed, 2 usage error, 130 interrupted, 141 the output was
+closed by its reader (as with | head -1: what a filter ended by SIGPIPE gives).
 Ctrl-C stops starting new work, gives what runs 2 s (SLUICE_GRACE_MS) to finish, then cancels it
-and writes a record for every line left ("cancelled" or "not run"); a second Ctrl-C exits at once.`;
+and writes a record for every line left ("cancelled" or "not run"); a second Ctrl-C exits at once.
+An output closed by its reader ends the run quietly: nothing more starts, what runs is cancelled.`;
 
 /**
  * Runs the CLI with `argv` (the arguments after the program's name) and returns the exit code.
@@ -243,9 +279,28 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
         .argParser(duration)
         .default(30_000, '30s'),
     )
-    .option('-H, --header <header>', '"Name: value" sent with every request (repeatable)', header)
+    .option(
+      '-H, --header <header>',
+      '"Name: value" sent with every request (repeatable); replaces the defaults User-Agent: sluice/VERSION and Accept: */*',
+      header,
+    )
     .option('-X, --method <method>', 'the method of URL lines', method, 'GET')
-    .option('--body', 'include the response body in the record (JSON parsed, else text)')
+    .option(
+      '--body',
+      'include the response body in the record: JSON as it is, UTF-8 text as a string, anything else in base64 ("bodyEncoding": "base64"); cut at --max-body ("truncated": true)',
+    )
+    .addOption(
+      new Option(
+        '--max-body <size>',
+        'with --body, keep at most SIZE bytes of a body (e.g. 1m, 64k)',
+      )
+        .argParser(size)
+        .default(8 * 1024 * 1024, '8MiB'),
+    )
+    .option(
+      '--compressed',
+      'ask for a compressed response (Accept-Encoding: gzip, deflate, br); with --body, bodies are decoded either way',
+    )
     .addHelpText('after', EXIT_CODES)
     .action(async (file: string | undefined, options: FetchOptions) => {
       code = await fetchAction(io, file, options);
@@ -288,7 +343,12 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
     if (error instanceof CommanderError) {
       if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version') return 0;
       if (error.code === 'commander.help') return error.exitCode === 0 ? 0 : 2;
-      const message = error.message.replace(/^error: /, '').replace(/\s*\n\s*/g, ' ');
+      // One line, shown as it is: other control characters (from an argument) are escaped.
+      const message = error.message
+        .replace(/^error: /, '')
+        .replace(/\s*\n\s*/g, ' ')
+        // eslint-disable-next-line no-control-regex -- the characters to escape
+        .replace(/[\x00-\x1f\x7f]/g, (c) => JSON.stringify(c).slice(1, -1));
       const help = failedCommand === '' ? 'sluice --help' : `sluice ${failedCommand} --help`;
       io.stderr.write(`sluice: ${message} (see ${help})\n`);
       return 2;

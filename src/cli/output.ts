@@ -23,6 +23,7 @@ const FULL = BATCH - 512;
 const SPARES = 2;
 const LINGER = 50;
 const NEWLINE = 10;
+const NEWLINE_BYTES = Buffer.from('\n');
 
 export class Output {
   readonly #stream: Writable;
@@ -39,6 +40,8 @@ export class Output {
   #failure: Error | undefined;
   /** Called when the output can take more (after backpressure), or failed. */
   onReady: () => void = () => undefined;
+  /** Called once, when the output fails (before `onReady`). */
+  onFailed: () => void = () => undefined;
 
   private constructor(
     stream: Writable,
@@ -75,20 +78,39 @@ export class Output {
     return this.#failure;
   }
 
-  /** Queues one record (a line of JSON, without its newline). */
-  write(line: string): void {
+  /**
+   * Whether the output ended because its reader went away (EPIPE: `sluice fetch … | head -1`),
+   * which is how a pipeline ends, not a fault.
+   */
+  get closedByReader(): boolean {
+    return (this.#failure as { code?: unknown } | undefined)?.code === 'EPIPE';
+  }
+
+  /** Queues one record (a line of JSON, without its newline; as text or as UTF-8 bytes). */
+  write(line: string | Uint8Array): void {
     if (this.#failure !== undefined) return;
+    const text = typeof line === 'string';
     // At most 3 bytes of UTF-8 per UTF-16 unit, and the newline.
-    const most = 3 * line.length + 1;
+    const most = (text ? 3 * line.length : line.length) + 1;
     if (this.#size + most > BATCH) {
       this.flush();
       if (most > BATCH) {
-        this.#send(`${line}\n`); // a record larger than a batch (a body): on its own
+        // A record larger than a batch (a body): on its own, bytes not copied.
+        if (text) this.#send(`${line}\n`);
+        else {
+          this.#send(line);
+          this.#send(NEWLINE_BYTES);
+        }
         return;
       }
     }
     const batch = (this.#batch ??= this.#spares.pop() ?? Buffer.allocUnsafe(BATCH));
-    const size = this.#size + batch.write(line, this.#size, 'utf8');
+    let size = this.#size;
+    if (text) size += batch.write(line, size, 'utf8');
+    else {
+      batch.set(line, size);
+      size += line.length;
+    }
     batch[size] = NEWLINE;
     this.#size = size + 1;
     if (this.#size >= FULL) this.flush();
@@ -113,7 +135,7 @@ export class Output {
     });
   }
 
-  #send(chunk: Buffer | string, written?: () => void): void {
+  #send(chunk: Uint8Array | string, written?: () => void): void {
     let more: boolean;
     try {
       more = this.#stream.write(chunk, written);
@@ -164,10 +186,12 @@ export class Output {
   };
 
   readonly #onError = (error: Error): void => {
+    const first = this.#failure === undefined;
     this.#failure ??= error;
     this.#batch = undefined;
     this.#size = 0;
     this.#blocked = false;
+    if (first) this.onFailed();
     this.onReady();
   };
 }

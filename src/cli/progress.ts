@@ -8,13 +8,38 @@ import type { CliIo } from './io.ts';
 
 /** The counters a run keeps and the progress line shows. */
 export interface RunStats {
-  /** Lines with a record. */
-  done: number;
+  /** Lines with a record, whatever it says. */
+  records: number;
+  /** Lines that ran and failed (not those cancelled or not run). */
   failed: number;
+  /** Lines that were running when the run was stopped. */
+  cancelled: number;
+  /** Lines that never started. */
+  notRun: number;
+  /** Lines whose record was copied from `--resume`. */
+  resumed: number;
   /** Responses with status 429, retried ones included. */
   tooMany: number;
   /** Non-empty input lines, once known. */
   total: number | undefined;
+}
+
+/** A new run's counters. */
+export function newStats(): RunStats {
+  return {
+    records: 0,
+    failed: 0,
+    cancelled: 0,
+    notRun: 0,
+    resumed: 0,
+    tooMany: 0,
+    total: undefined,
+  };
+}
+
+/** Lines that ran to their end, ok or failed: what the rate counts. */
+function ran(stats: RunStats): number {
+  return stats.records - stats.cancelled - stats.notRun - stats.resumed;
 }
 
 export interface ProgressOptions {
@@ -25,6 +50,11 @@ export interface ProgressOptions {
   plainInterval?: number;
   /** Work in flight now. */
   inFlight: () => number;
+  /**
+   * Whether the jobs are typed on a terminal: then it says once how to end them, and draws no
+   * line over what is typed (only the summary, at the end).
+   */
+  typed?: boolean;
 }
 
 const LIVE_INTERVAL = 100;
@@ -54,26 +84,32 @@ export class Progress {
 
   start(): void {
     if (this.#options.quiet) return;
+    if (this.#options.typed === true) {
+      this.#io.stderr.write(
+        `sluice ${this.#options.command}: reading jobs from stdin; end with Ctrl-D\n`,
+      );
+      return;
+    }
     const interval = this.#live ? LIVE_INTERVAL : (this.#options.plainInterval ?? 5000);
     this.#timer = setInterval(this.#tick, interval);
     this.#timer.unref();
   }
 
-  /** Stops, and prints the summary (unless quiet). */
-  stop(interrupted: boolean): void {
+  /** Stops, and prints the summary (unless quiet), with how the run ended if it ended early. */
+  stop(ending?: string): void {
     if (this.#timer !== undefined) clearInterval(this.#timer);
     this.#timer = undefined;
     if (this.#options.quiet) return;
-    const summary = this.summary(interrupted);
+    const summary = this.summary(ending);
     if (this.#live) this.#draw(summary, true);
     else this.#io.stderr.write(`${summary}\n`);
   }
 
-  /** The line shown while running. */
+  /** The line shown while running: how far through the input, and how fast it runs. */
   line(): string {
     const now = performance.now();
-    const { done, failed, tooMany, total } = this.#stats;
-    const rate = this.#rate(now, done);
+    const { records: done, failed, tooMany, total } = this.#stats;
+    const rate = this.#rate(now, ran(this.#stats));
     const parts: string[] = [];
     if (total !== undefined && this.#live) parts.push(this.#bar(done / Math.max(total, 1)));
     parts.push(total === undefined ? `${done} done` : `${done}/${total} done`);
@@ -88,15 +124,22 @@ export class Progress {
     return this.#live ? text : `sluice ${this.#options.command}: ${text}`;
   }
 
-  /** The last line: what was done, in how long. */
-  summary(interrupted: boolean): string {
-    const { done, failed, tooMany } = this.#stats;
+  /**
+   * The last line: what ran to its end ("done", of which some failed), what was cancelled, not
+   * run or copied from `--resume`, in how long, and the rate of what ran.
+   */
+  summary(ending?: string): string {
+    const { failed, cancelled, notRun, resumed, tooMany } = this.#stats;
+    const done = ran(this.#stats);
     const elapsed = performance.now() - this.#started;
     const rate = elapsed > 0 ? (done * 1000) / elapsed : 0;
-    const failures = failed > 0 ? this.#paint(`${failed} failed`, 31) : '0 failed';
-    const throttled = this.#options.command === 'fetch' && tooMany > 0 ? `, ${tooMany} 429s` : '';
-    const end = interrupted ? this.#paint(' (interrupted)', 33) : '';
-    return `sluice ${this.#options.command}: ${done} done, ${failures}${throttled} in ${formatDuration(elapsed)} (${formatRate(rate)} ${this.#unit})${end}`;
+    const parts = [`${done} done`, failed > 0 ? this.#paint(`${failed} failed`, 31) : '0 failed'];
+    if (cancelled > 0) parts.push(this.#paint(`${cancelled} cancelled`, 33));
+    if (notRun > 0) parts.push(`${notRun} not run`);
+    if (resumed > 0) parts.push(`${resumed} resumed`);
+    if (this.#options.command === 'fetch' && tooMany > 0) parts.push(`${tooMany} 429s`);
+    const end = ending === undefined ? '' : this.#paint(` (${ending})`, 33);
+    return `sluice ${this.#options.command}: ${parts.join(', ')} in ${formatDuration(elapsed)} (${formatRate(rate)} ${this.#unit})${end}`;
   }
 
   readonly #tick = (): void => {
@@ -105,14 +148,19 @@ export class Progress {
     else this.#io.stderr.write(`${line}\n`);
   };
 
-  /** Redraws the live line in place; `last` ends it with a newline. */
+  /**
+   * Redraws the live line in place; `last` ends it with a newline, and is written whole (nothing
+   * redraws it: it may wrap).
+   */
   #draw(line: string, last: boolean): void {
-    const columns = (this.#io.stderr as { columns?: number }).columns ?? 80;
+    // A terminal may report 0 columns (a serial console, some emulators as they start).
+    const reported = (this.#io.stderr as { columns?: number }).columns;
+    const columns = reported !== undefined && reported >= 2 ? reported : 80;
     // A line longer than the terminal wraps, and `\r` then redraws only its last row.
     // eslint-disable-next-line no-control-regex -- the SGR sequences #paint() wrote
     const visible = this.#color ? line.replace(/\x1b\[[0-9;]*m/g, '') : line;
     let text = line;
-    if (visible.length > columns - 1) text = visible.slice(0, Math.max(0, columns - 1));
+    if (!last && visible.length > columns - 1) text = visible.slice(0, columns - 1);
     const width = Math.min(visible.length, columns - 1);
     let clear = '';
     if (this.#color) clear = '\x1b[K';
@@ -130,7 +178,7 @@ export class Progress {
     return this.#color && code !== 0 ? `\x1b[${code}m${text}\x1b[0m` : text;
   }
 
-  /** Completions per second over the last ~5 s (since the start, before that). */
+  /** Lines run per second over the last ~5 s (since the start, before that). */
   #rate(now: number, done: number): number {
     const samples = this.#samples;
     samples.push([now, done]);

@@ -5,10 +5,22 @@
  * The previous output may be as long as the input, so it is not kept in memory: loading it keeps,
  * for each ok record, only its index and where it lies in the file (24 bytes), sorted by index;
  * `take(index)` reads that one record back from the file when the input reaches its line.
- * Reads are one at a time (the run's loop awaits each).
+ * Reads are one at a time (the run's loop awaits each). A file that is not a previous output
+ * (a line that is no record) is refused, not read as one with nothing recorded.
  */
 import { createReadStream } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
+
+/** A `--resume` file with a line that is not a record (the file is not a previous output). */
+export class NotRecordsError extends Error {
+  /** The line, from 1. */
+  readonly line: number;
+
+  constructor(line: number) {
+    super(`line ${line} is not a record of a previous run (a JSON object with an "index")`);
+    this.line = line;
+  }
+}
 
 /** A previous record: its line as it was written, and what it says. */
 export interface PreviousRecord {
@@ -17,6 +29,7 @@ export interface PreviousRecord {
 }
 
 const NEWLINE = 10;
+const OPEN_BRACE = 0x7b;
 const WINDOW = 256 * 1024;
 
 export class Previous {
@@ -43,12 +56,17 @@ export class Previous {
     this.#lengths = lengths;
   }
 
-  /** Reads the ok records' positions from `path`. Unparseable lines are ignored. */
+  /**
+   * Reads the ok records' positions from `path`. Rejects with a {@link NotRecordsError} at the
+   * first line that is not a record (blank lines aside), unless it is a last line cut off
+   * mid-record (no newline after it: a run killed as it wrote), which is left out.
+   */
   static async load(path: string): Promise<Previous> {
     const file = await open(path, 'r');
     try {
       const found = new Triples();
       let offset = 0; // of the start of `pending` in the file
+      let line = 0;
       let pending: Buffer = Buffer.alloc(0);
       for await (const chunk of createReadStream(path, {
         highWaterMark: 256 * 1024,
@@ -56,13 +74,19 @@ export class Previous {
         const data = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);
         let from = 0;
         for (let at = data.indexOf(NEWLINE); at !== -1; at = data.indexOf(NEWLINE, from)) {
-          consider(data, from, at, offset + from, found);
+          line++;
+          if (!consider(data, from, at, offset + from, found)) throw new NotRecordsError(line);
           from = at + 1;
         }
         pending = data.subarray(from);
         offset += from;
       }
-      if (pending.length > 0) consider(pending, 0, pending.length, offset, found);
+      if (
+        pending.length > 0 &&
+        !consider(pending, 0, pending.length, offset, found) &&
+        pending[0] !== OPEN_BRACE
+      )
+        throw new NotRecordsError(line + 1);
       const [indexes, offsets, lengths] = found.sorted();
       return new Previous(file, indexes, offsets, lengths);
     } catch (error) {
@@ -107,21 +131,37 @@ export class Previous {
   }
 }
 
-/** Notes the line `data[from, to)` (at `position` in the file) if it is an ok record. */
-function consider(data: Buffer, from: number, to: number, position: number, found: Triples): void {
+/**
+ * Notes the line `data[from, to)` (at `position` in the file) if it is an ok record. Returns
+ * whether it is a record (ok or not) or blank.
+ */
+function consider(
+  data: Buffer,
+  from: number,
+  to: number,
+  position: number,
+  found: Triples,
+): boolean {
   let end = to;
   if (end > from && data[end - 1] === 13) end--;
-  if (end - from < 2) return;
+  if (isBlank(data, from, end)) return true;
   let record: unknown;
   try {
     record = JSON.parse(data.toString('utf8', from, end));
   } catch {
-    return;
+    return false;
   }
-  if (typeof record !== 'object' || record === null) return;
+  if (typeof record !== 'object' || record === null || Array.isArray(record)) return false;
   const { index, ok } = record as { index?: unknown; ok?: unknown };
-  if (ok !== true || typeof index !== 'number' || !Number.isSafeInteger(index) || index < 0) return;
-  found.push(index, position, end - from);
+  if (typeof index !== 'number' || !Number.isSafeInteger(index) || index < 0) return false;
+  if (ok === true) found.push(index, position, end - from);
+  return true;
+}
+
+/** Whether `data[from, end)` holds only spaces and tabs. */
+function isBlank(data: Buffer, from: number, end: number): boolean {
+  for (let i = from; i < end; i++) if (data[i] !== 32 && data[i] !== 9) return false;
+  return true;
 }
 
 /** A growable array of (index, offset, length), sorted by index on demand (stably). */

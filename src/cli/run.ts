@@ -14,6 +14,9 @@
  * "not run"), lets what runs finish for a grace period, then cancels it ("cancelled"); the rest
  * of the input is then read and a "not run" record written for each line. The second makes
  * `run()` resolve at once, nothing flushed.
+ *
+ * An output that fails (its reader gone: `| head -1`) can take no more records: nothing more is
+ * started, what runs is cancelled, and the rest of the input is left unread.
  */
 import { isBlank, type Input } from './input.ts';
 import type { CliIo } from './io.ts';
@@ -25,8 +28,8 @@ import type { Previous } from './resume.ts';
 /** How one line ended. Times are `performance.now()` readings. */
 export interface Outcome {
   index: number;
-  /** The record, as the line of JSON to write. */
-  line: string;
+  /** The record, as the line of JSON to write (as UTF-8 bytes when it holds a body). */
+  line: string | Buffer;
   ok: boolean;
   /** What the line asked for (a URL, a command), for the report. */
   target: string;
@@ -93,6 +96,9 @@ export interface RunResult {
   interrupted: boolean;
   /** A second interrupt: nothing was flushed. */
   killed: boolean;
+  /** The output's reader went away (EPIPE): the run ended early, as a filter's does. */
+  outputClosed: boolean;
+  /** Lines that are not ok: failed, cancelled or not run. */
   failed: number;
   /** The output or the input failed mid-run. */
   error: string | undefined;
@@ -118,6 +124,7 @@ export class Run<T> {
     this.#o = options;
     this.#stats = options.stats;
     options.output.onReady = this.#notify;
+    options.output.onFailed = this.#onOutputFailed;
   }
 
   /** Runs to the end, or until a second interrupt. */
@@ -146,7 +153,7 @@ export class Run<T> {
     }
     await this.#idle();
     if (this.#killed) return this.#result();
-    this.#o.progress.stop(this.#interrupted);
+    this.#o.progress.stop(this.#ending());
     try {
       await this.#o.output.close();
     } catch (error) {
@@ -157,15 +164,23 @@ export class Run<T> {
   }
 
   #result(): RunResult {
-    const failure = this.#o.output.failure;
+    const output = this.#o.output;
+    const failure = output.closedByReader ? undefined : output.failure;
     return {
       interrupted: this.#interrupted,
       killed: this.#killed,
-      failed: this.#stats.failed,
+      outputClosed: output.closedByReader,
+      failed: this.#stats.failed + this.#stats.cancelled + this.#stats.notRun,
       error:
         this.#error ??
         (failure === undefined ? undefined : `cannot write the output: ${failure.message}`),
     };
+  }
+
+  /** What the summary says of how the run ended, if it ended early. */
+  #ending(): 'interrupted' | 'output closed' | undefined {
+    if (this.#o.output.closedByReader) return 'output closed';
+    return this.#interrupted ? 'interrupted' : undefined;
   }
 
   async #loop(): Promise<void> {
@@ -187,6 +202,7 @@ export class Run<T> {
           if (command.matches(record, task)) {
             while (output.blocked) await this.#sleep();
             this.#admit(at);
+            this.#stats.resumed++;
             this.#done(command.resumed(record, raw, at));
             continue;
           }
@@ -247,6 +263,16 @@ export class Run<T> {
     }
   };
 
+  /**
+   * No record can be written any more: nothing more is started, and what runs is cancelled (its
+   * record could not be written either), so that the run ends now.
+   */
+  readonly #onOutputFailed = (): void => {
+    this.#command.stop();
+    this.#command.cancel();
+    this.#notify();
+  };
+
   /** A command broke its promise never to reject: the run cannot account for the line. */
   readonly #onCrash = (error: unknown): void => {
     this.#active--;
@@ -259,8 +285,10 @@ export class Run<T> {
   #done(outcome: Outcome): void {
     if (this.#killed) return;
     const stats = this.#stats;
-    stats.done++;
-    if (!outcome.ok) stats.failed++;
+    stats.records++;
+    if (outcome.skipped === 'cancelled') stats.cancelled++;
+    else if (outcome.skipped === 'not run') stats.notRun++;
+    else if (!outcome.ok) stats.failed++;
     stats.tooMany += outcome.tooMany;
     if (!this.#o.ordered) {
       this.#write(outcome);
@@ -329,7 +357,7 @@ export class Run<T> {
     }
     if (this.#killed) return;
     this.#killed = true;
-    this.#o.progress.stop(true);
+    this.#o.progress.stop('interrupted');
     this.#command.kill();
     this.#notify();
     this.#kill?.(this.#result());

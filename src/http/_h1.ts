@@ -93,7 +93,7 @@ export const IDEMPOTENT: readonly string[] = ['GET', 'HEAD', 'OPTIONS', 'PUT', '
 /** A token (RFC 9110 §5.6.2): what a method or a header name is. */
 export const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 /** What a header value may not contain (undici's rule): controls other than tab, and > 0xff. */
-const BAD_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
+export const BAD_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
 
 function wireError(message: string, code: string): Error {
   return Object.assign(new Error(message), { code });

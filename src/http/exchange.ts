@@ -24,6 +24,7 @@ import {
   type Transport,
 } from './client.ts';
 import type { HeaderGetter } from './feedback.ts';
+import { KeptBody, keepLimit } from './_body.ts';
 import { prepare, type WireControl, type WireHandler, type WireRequest } from './_h1.ts';
 
 /** A request for {@link createExchange}. */
@@ -31,8 +32,19 @@ export interface ExchangeRequest {
   method?: string;
   headers?: Record<string, string>;
   body?: string | Uint8Array;
-  /** Keep the body (else only count its bytes). @default false */
-  keepBody?: boolean;
+  /**
+   * Keep the body: `true` all of it, a number at most that many bytes (its first ones), `false`
+   * none. Every byte received is counted in `bytes` whatever is kept, so a kept body was cut when
+   * `bytes` is more than `body.length`. A number bounds what a response can cost in memory (a
+   * body larger than expected, or a server that never stops), and the body's buffer is made no
+   * larger than the number. Throws a TypeError or RangeError for anything but a boolean or an
+   * integer >= 0 (or Infinity: as `true`).
+   * @default false
+   * @example
+   * const { bytes, body } = await exchange(url, { keepBody: 1 << 20 });
+   * const truncated = body !== undefined && bytes > body.length;
+   */
+  keepBody?: boolean | number;
   signal?: AbortSignal | undefined;
   priority?: number;
   onReport?: (report: RequestReport) => void;
@@ -47,7 +59,7 @@ export interface Exchanged {
   headers: Record<string, string | string[] | undefined>;
   /** Bytes of body received. */
   bytes: number;
-  /** The body, with `keepBody`. */
+  /** The body, with `keepBody` (its first `keepBody` bytes, when that is a number). */
   body: Buffer | undefined;
 }
 
@@ -76,7 +88,8 @@ class ExchangeSend implements Transport<Exchanged> {
   readonly wire: WireRequest | undefined;
   /** Why the request cannot be written, if it cannot. */
   readonly invalid: Error | undefined = undefined;
-  readonly keepBody: boolean;
+  /** The most body bytes to keep, or undefined to keep none. */
+  readonly keepBody: number | undefined;
   /** Whether the caller gets a plain object (the public function) or the receiver itself. */
   readonly copies: boolean;
   readonly onStatus: ((status: number) => void) | undefined;
@@ -108,7 +121,7 @@ class ExchangeSend implements Transport<Exchanged> {
       headers: request.headers,
       body: request.body ?? null,
     };
-    this.keepBody = request.keepBody === true;
+    this.keepBody = keepLimit(request.keepBody);
     this.copies = copies;
     this.onStatus = request.onStatus;
   }
@@ -137,7 +150,7 @@ class Receiver
   body: Buffer | undefined = undefined;
   readonly done = undefined;
   readonly header: HeaderGetter = (name) => first(this.headers[name]);
-  #chunks: Buffer[] | undefined;
+  #kept: KeptBody | undefined = undefined;
   #controller: WireControl | undefined = undefined;
   /** Why the attempt was aborted before its request was on a connection. */
   #aborted: Error | undefined = undefined;
@@ -147,7 +160,7 @@ class Receiver
   constructor(send: ExchangeSend, attempt: AttemptHandle<Exchanged>) {
     this.#send = send;
     this.#attempt = attempt;
-    if (send.keepBody) this.#chunks = [];
+    if (send.keepBody !== undefined) this.#kept = new KeptBody(send.keepBody);
   }
 
   get value(): Exchanged {
@@ -180,8 +193,9 @@ class Receiver
     }
   }
 
+  /** Chunks are not kept as they are: what is kept of them is copied into the kept body. */
   get keepsBody(): boolean {
-    return this.#chunks !== undefined;
+    return false;
   }
 
   onRequestStart(controller: WireControl): void {
@@ -197,18 +211,21 @@ class Receiver
   ): void {
     this.status = statusCode;
     this.headers = headers;
+    if (this.#kept !== undefined) {
+      const length = first(headers['content-length']);
+      if (length !== null) this.#kept.expect(Number(length) || 0);
+    }
     this.#attempt.heard(statusCode);
     if (this.#send.onStatus !== undefined) tell(this.#send.onStatus, statusCode);
   }
 
   onResponseData(_controller: WireControl, chunk: Buffer): void {
     this.bytes += chunk.length;
-    this.#chunks?.push(chunk);
+    this.#kept?.add(chunk);
   }
 
   onResponseEnd(): void {
-    const chunks = this.#chunks;
-    if (chunks !== undefined) this.body = Buffer.concat(chunks, this.bytes);
+    if (this.#kept !== undefined) this.body = this.#kept.bytes();
     this.#attempt.sent(this);
   }
 
