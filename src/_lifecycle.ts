@@ -385,13 +385,14 @@ export class Lifecycle extends Room implements TaskHost {
     this.zombies++;
     this.timedOut++;
     const error = new TimeoutError(`the task timed out after ${task.timeout}ms`, task.timeout);
-    attempt.abort(error);
     if (task.current === attempt && task.state === State.Running) {
-      // The attempt keeps its permits until it settles; the task moves on now.
+      // The attempt keeps its permits until it settles; the task moves on now, before the abort
+      // (which may settle the attempt at once) can tell of an idle limiter in between.
       task.current = undefined;
       this.#running.delete(task);
       this.#attemptFailed(task, attempt, error, false);
     }
+    attempt.abort(error);
   }
 
   /**
@@ -413,12 +414,18 @@ export class Lifecycle extends Room implements TaskHost {
       return;
     }
     // Decided once the attempt's permits are back and whoever they let in has started: a retry
-    // is told after what its failure made room for.
+    // is told after what its failure made room for. A decision that throws (a `retryIf` or a
+    // `random` of the caller's) fails the task with that error.
     void SETTLED.then(() =>
       policy.decide(error, attempt.attempt, task.signal, task.runner?.retryIf?.bind(task.runner)),
-    ).then((decided) => {
-      this.#decided(task, attempt, error, policy, decided);
-    });
+    ).then(
+      (decided) => {
+        this.#decided(task, attempt, error, policy, decided);
+      },
+      (thrown: unknown) => {
+        this.#decided(task, attempt, error, policy, { error: thrown });
+      },
+    );
   }
 
   #decided(
@@ -482,11 +489,16 @@ export class Lifecycle extends Room implements TaskHost {
         this.engine.withdraw(task); // the line is served again, and room made for waiting tasks
         break;
       case State.Admitting:
-      case State.Running:
-        task.current?.abort(reason);
+      case State.Running: {
+        // The task is done before its attempt is aborted: an abort may settle the attempt at
+        // once, and it then only gives its permits back.
+        const current = task.current;
         task.current = undefined;
         this.#running.delete(task);
-        break;
+        this.finish(task, false, reason);
+        current?.abort(reason);
+        return;
+      }
       case State.Between:
         this.#leaveBetween(task);
         break;
@@ -533,8 +545,9 @@ export class Lifecycle extends Room implements TaskHost {
   override rejectWaiting(reason: unknown): void {
     super.rejectWaiting(reason);
     for (const task of this.#admitting.toArray()) {
-      task.current?.abort(reason);
+      const current = task.current;
       this.finish(task, false, reason);
+      current?.abort(reason);
     }
     for (const task of this.#resting.toArray()) {
       this.#leaveBetween(task);
@@ -545,8 +558,11 @@ export class Lifecycle extends Room implements TaskHost {
   /** Gives up on the running tasks: their signals abort, their promises reject with `reason`. */
   abandonRunning(reason: unknown): void {
     for (const task of this.#running.toArray()) {
-      task.current?.abort(reason);
+      const current = task.current;
+      task.current = undefined;
+      this.#running.delete(task);
       this.finish(task, false, reason);
+      current?.abort(reason);
     }
   }
 

@@ -162,7 +162,7 @@ export class RetryPolicy {
   }
 
   #decide(error: unknown, attempt: number): RetryDecision {
-    const message = error instanceof Error ? error.message : String(error);
+    const message = messageOf(error);
     const after = `${attempt} attempt${attempt === 1 ? '' : 's'}`;
     if (attempt > this.retries) {
       return {
@@ -188,6 +188,18 @@ export class RetryPolicy {
     }
     return { delay: Math.max(this.backoff(attempt), hint ?? 0) };
   }
+}
+
+/**
+ * An error's message, with its cause's when that adds something ("fetch failed: other side
+ * closed"). @internal
+ */
+export function messageOf(error: unknown): string {
+  if (!(error instanceof Error)) return String(error);
+  const cause = error.cause instanceof Error ? error.cause.message : '';
+  return cause === '' || error.message.includes(cause)
+    ? error.message
+    : `${error.message}: ${cause}`;
 }
 
 /** The server's requested wait carried by an error, if any (`retryAfterMs`, milliseconds). */

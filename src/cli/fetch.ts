@@ -8,8 +8,7 @@
  * What a line means, and how credentials are kept out of records: `fetch-line.ts`.
  */
 import { STATUS_CODES } from 'node:http';
-import type { Call, CallSink } from '../http/client.ts';
-import { exchangeWith } from '../http/exchange.ts';
+import { exchangeWith, type Call, type CallSink } from '../http/exchange.ts';
 import {
   createExchange,
   type ExchangeFunction,
@@ -17,7 +16,6 @@ import {
   type HttpOptions,
 } from '../http/index.ts';
 import { ClosedError } from '../errors.ts';
-import { RateLimiter } from '../rate.ts';
 import { bodyField, bodyRecord, keptLimit } from './fetch-body.ts';
 import { parseFetchLine, redact, SENSITIVE, type FetchTask } from './fetch-line.ts';
 import type { Command, Outcome } from './run.ts';
@@ -60,42 +58,20 @@ function rounded(ms: number): number {
   return Math.round(ms * 10) / 10;
 }
 
-// Module-private access to FetchCommand's private members, for LineSink; set by its static block.
-let lineAnswered: (
-  command: FetchCommand,
-  task: FetchTask,
-  index: number,
-  received: Exchanged,
-  call: Call<Exchanged>,
-) => Outcome | Promise<Outcome>;
-let lineFailed: (
-  command: FetchCommand,
-  task: FetchTask,
-  index: number,
-  error: unknown,
-  call: Call<Exchanged>,
-) => Outcome;
-
 export class FetchCommand implements Command<FetchTask> {
   readonly #settings: FetchSettings;
   readonly #request: ExchangeFunction;
-  readonly #rate: RateLimiter | undefined;
   readonly #controller = new AbortController();
   /** Values masked in every message: the sensitive `-H` headers. */
   readonly #secrets: string[];
   #stopped = false;
 
-  static {
-    lineAnswered = (command, task, index, received, call) =>
-      command.#answered(task, index, received, call);
-    lineFailed = (command, task, index, error, call) =>
-      command.#failed(task, index, error, call, call.heardStatus);
-  }
-
   constructor(settings: FetchSettings) {
     this.#settings = settings;
     const options: HttpOptions = {
       concurrency: settings.concurrency,
+      // Every attempt passes the global rate, retries included (the client's limiter keeps it).
+      ...(settings.rates.length > 0 ? { rate: settings.rates } : {}),
       perOrigin: {
         concurrency: settings.perHostConcurrency ?? settings.concurrency,
         ...(settings.perHostRates.length > 0 ? { rate: settings.perHostRates } : {}),
@@ -105,7 +81,6 @@ export class FetchCommand implements Command<FetchTask> {
       ...(settings.timeoutMs === undefined ? {} : { timeout: settings.timeoutMs }),
     };
     this.#request = createExchange(options);
-    this.#rate = settings.rates.length > 0 ? new RateLimiter(settings.rates) : undefined;
     this.#secrets = Object.entries(settings.headers)
       .filter(([name]) => SENSITIVE.has(name))
       .map(([, value]) => value);
@@ -188,24 +163,6 @@ export class FetchCommand implements Command<FetchTask> {
       done(this.#unsent(task, index, task.error ?? 'invalid line', 0));
       return;
     }
-    if (this.#rate === undefined) this.#send(task, index, target, done);
-    else void this.#paced(task, index, target, this.#rate, done);
-  }
-
-  /** With `--rate`: the line waits for its turn first. */
-  async #paced(
-    task: FetchTask,
-    index: number,
-    target: URL,
-    rate: RateLimiter,
-    done: (outcome: Outcome) => void,
-  ): Promise<void> {
-    try {
-      await rate.wait({ signal: this.#controller.signal });
-    } catch (error) {
-      done(this.#failed(task, index, error, undefined, undefined));
-      return;
-    }
     this.#send(task, index, target, done);
   }
 
@@ -234,6 +191,11 @@ export class FetchCommand implements Command<FetchTask> {
     }
   }
 
+  /** The outcome of a line whose call failed (what its sink calls). */
+  lineFailed(task: FetchTask, index: number, error: unknown, call: Call<Exchanged>): Outcome {
+    return this.#failed(task, index, error, call, call.heardStatus);
+  }
+
   /** The outcome of a line whose request failed (`call` is undefined if it never got one). */
   #failed(
     task: FetchTask,
@@ -252,7 +214,8 @@ export class FetchCommand implements Command<FetchTask> {
   }
 
   /** The outcome of a line that got a response: later when its body must be decoded first. */
-  #answered(
+  /** The outcome of a line whose response was delivered (what its sink calls). */
+  answered(
     task: FetchTask,
     index: number,
     received: Exchanged,
@@ -325,13 +288,11 @@ export class FetchCommand implements Command<FetchTask> {
     // rejected (those lines become "not run"), what runs goes on, and any attempt after this,
     // whatever its origin, is refused (a retry's line is "cancelled"). Nothing is sent after.
     void this.#request.client.limiter.close();
-    this.#rate?.close();
   }
 
   cancel(): void {
     this.#stopped = true;
     this.#controller.abort(new Error(CANCELLED));
-    this.#rate?.close();
   }
 
   kill(): void {
@@ -340,7 +301,6 @@ export class FetchCommand implements Command<FetchTask> {
   }
 
   async close(): Promise<void> {
-    this.#rate?.close();
     await this.#request.close();
   }
 }
@@ -411,23 +371,23 @@ class LineSink implements CallSink<Exchanged> {
     this.called = true;
     let outcome: Outcome | Promise<Outcome>;
     try {
-      outcome = lineAnswered(this.#command, this.#task, this.#index, received, call);
+      outcome = this.#command.answered(this.#task, this.#index, received, call);
     } catch (error) {
       // The record could not be made (not expected): the line still gets one, with why.
-      outcome = lineFailed(this.#command, this.#task, this.#index, error, call);
+      outcome = this.#command.lineFailed(this.#task, this.#index, error, call);
     }
     if (!(outcome instanceof Promise)) {
       this.#done(outcome);
       return;
     }
     outcome.then(this.#done, (error: unknown) => {
-      this.#done(lineFailed(this.#command, this.#task, this.#index, error, call));
+      this.#done(this.#command.lineFailed(this.#task, this.#index, error, call));
     });
   }
 
   failed(error: unknown, call: Call<Exchanged>): void {
     this.called = true;
-    this.#done(lineFailed(this.#command, this.#task, this.#index, error, call));
+    this.#done(this.#command.lineFailed(this.#task, this.#index, error, call));
   }
 }
 

@@ -9,22 +9,27 @@
 import type { Clock } from '../_clock.ts';
 import { systemClock } from '../_clock.ts';
 import * as v from '../_validate.ts';
-import { parseRateOptions } from '../rate.ts';
+import { concurrencyOption, isGate } from '../_gates.ts';
+import type { RateSpec } from '../_parse.ts';
+import type { Gate } from '../gate.ts';
+import { parseRateOptions, parseRatesAndGates } from '../rate.ts';
 import { RetryPolicy, type RetryOptions } from '../retry.ts';
 import type { HttpOptions, HttpRetryOptions, OriginLimits, RequestReport } from './client.ts';
 import { IDEMPOTENT, TOKEN } from './_h1.ts';
 
 /** The options, checked, with their defaults. */
 export interface CheckedOptions {
-  concurrency: number;
+  concurrency: number | Gate;
+  /** The global rate: specs and gates, as the keyed limiter takes them. */
+  rate: readonly (RateSpec | Gate)[];
   perOrigin: OriginLimits;
   /** The limits of particular origins (over `perOrigin`), by origin. */
   origins: ReadonlyMap<string, OriginLimits>;
+  /** The retry rules, `maxRetryAfter` included. */
   policy: RetryPolicy;
   methods: ReadonlySet<string>;
   statuses: ReadonlySet<number>;
   timeout: number;
-  maxRetryAfter: number;
   signal: AbortSignal | undefined;
   onReport: ((report: RequestReport) => void) | undefined;
   clock: Clock;
@@ -35,20 +40,21 @@ export function checkOptions(options: HttpOptions): CheckedOptions {
   v.options('options', options);
   const perOrigin = checkLimits('perOrigin', options.perOrigin);
   if (options.onReport !== undefined) v.fn('onReport', options.onReport);
+  const { capacity, gate } = concurrencyOption('concurrency', options.concurrency);
+  const { gates } = parseRatesAndGates({ rate: options.rate });
+  const specs = options.rate === undefined ? [] : [options.rate].flat().filter((r) => !isGate(r));
+  const maxRetryAfter =
+    options.maxRetryAfter === undefined
+      ? 60_000
+      : v.number('maxRetryAfter', options.maxRetryAfter, 0, true);
   return {
-    concurrency:
-      options.concurrency === undefined
-        ? Infinity
-        : v.integer('concurrency', options.concurrency, 1, true),
+    concurrency: gate ?? capacity,
+    rate: [...(specs as RateSpec[]), ...gates],
     perOrigin,
     origins: checkOrigins(options.origins, perOrigin),
-    ...checkRetry(options.retry ?? 2),
+    ...checkRetry(options.retry ?? 2, maxRetryAfter),
     timeout:
       options.timeout === undefined ? Infinity : v.number('timeout', options.timeout, 0, true),
-    maxRetryAfter:
-      options.maxRetryAfter === undefined
-        ? 60_000
-        : v.number('maxRetryAfter', options.maxRetryAfter, 0, true),
     signal: v.signal('signal', options.signal),
     onReport: options.onReport,
     clock: checkClock(options.clock),
@@ -112,8 +118,14 @@ function checkOrigins(origins: unknown, perOrigin: OriginLimits): Map<string, Or
 
 const RETRY_STATUSES = [408, 429, 500, 502, 503, 504];
 
-/** `retry` checked, as the options it stands for (a number is a number of retries). */
-function checkRetry(retry: unknown): {
+/**
+ * `retry` checked, as the options it stands for (a number is a number of retries), with the
+ * client's `maxRetryAfter` in the policy.
+ */
+function checkRetry(
+  retry: unknown,
+  maxRetryAfter: number,
+): {
   policy: RetryPolicy;
   methods: ReadonlySet<string>;
   statuses: ReadonlySet<number>;
@@ -139,7 +151,7 @@ function checkRetry(retry: unknown): {
     );
   }
   return {
-    policy: new RetryPolicy(rest, 'retry'),
+    policy: new RetryPolicy({ ...rest, maxRetryAfter }, 'retry'),
     methods: new Set(
       list('retry.methods', methods ?? IDEMPOTENT, 'an array of HTTP methods').map((m, i) => {
         if (typeof m !== 'string' || !TOKEN.test(m)) {

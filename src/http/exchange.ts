@@ -11,21 +11,21 @@
 import type { Dispatcher } from 'undici';
 import type { AbortTarget } from '../_task.ts';
 import {
-  HttpClient,
-  startCall,
   tell,
   type AttemptHandle,
   type Call,
   type CallOptions,
   type CallSink,
-  type HttpOptions,
-  type RequestReport,
   type Sent,
   type Transport,
-} from './client.ts';
+} from './_call.ts';
+import { HttpClient, startCall, type HttpOptions, type RequestReport } from './client.ts';
 import type { HeaderGetter } from './feedback.ts';
 import { KeptBody, keepLimit } from './_body.ts';
 import { prepare, type WireControl, type WireHandler, type WireRequest } from './_h1.ts';
+
+/** What the CLI reads of a call, and how it hears one end. */
+export type { Call, CallSink } from './_call.ts';
 
 /** A request for {@link createExchange}. */
 export interface ExchangeRequest {
