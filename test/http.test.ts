@@ -1284,3 +1284,35 @@ describe('a request undici refuses', { timeout: 15_000 }, () => {
     await assertAtRest(exchange.client, [origin]);
   });
 });
+
+describe('methods no fetch client may send (CONNECT, TRACE, TRACK)', { timeout: 15_000 }, () => {
+  for (const method of ['CONNECT', 'TRACE', 'track']) {
+    it(`${method}: every API refuses it at once, sends nothing, and holds nothing`, async (t) => {
+      const h = new Harness(t);
+      const server = await h.serve(answerAfter(0, 'fine'));
+      const exchange = createExchange();
+      const request = createRequest();
+      const fetch = createFetch();
+      t.after(async () => {
+        await Promise.all([exchange.close(), request.close(), fetch.close()]);
+      });
+      const outcomes = await within(
+        3_000,
+        Promise.allSettled([
+          exchange(server.url('/x'), { method }),
+          request(server.url('/x'), { method }),
+          fetch(server.url('/x'), { method }),
+        ]),
+        `three ${method} calls`,
+      );
+      for (const outcome of outcomes) {
+        assert.equal(outcome.status, 'rejected');
+        assert.ok(outcome.reason instanceof TypeError, String(outcome.reason));
+      }
+      assert.deepEqual(server.arrivals, []);
+      for (const client of [exchange.client, request.client, fetch.client]) {
+        await assertAtRest(client, []);
+      }
+    });
+  }
+});

@@ -23,7 +23,7 @@ import {
   createInflate,
   createInflateRaw,
 } from 'node:zlib';
-import { KeptBody } from '../http/_body.ts';
+import { KeptBody } from '../http/_cli.ts';
 import { isJson, jsonStringLength, writeJsonString, writeOneLine } from './json-bytes.ts';
 import { REDACTED } from './report-safe.ts';
 

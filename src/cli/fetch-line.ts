@@ -11,6 +11,7 @@
  * password replaced by `[redacted]` as in the report; they are sent as Basic authorization (as
  * curl does) unless an Authorization header is given.
  */
+import { forbiddenMethod } from '../http/_cli.ts';
 import { REDACTED, redactSecrets } from './report-safe.ts';
 
 export const SENSITIVE: ReadonlySet<string> = new Set([
@@ -22,19 +23,6 @@ export const SENSITIVE: ReadonlySet<string> = new Set([
 const SENSITIVE_TEXT =
   /\b(authorization|proxy-authorization|cookie|set-cookie)(["']?\s*[:=]\s*)("[^"]*"|'[^']*'|[^,;\r\n]*)/gi;
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
-/**
- * Methods the Fetch standard forbids (https://fetch.spec.whatwg.org/#forbidden-method): CONNECT
- * opens a tunnel that no response ends, TRACE and TRACK echo the request (credentials included).
- */
-const FORBIDDEN_METHODS: ReadonlySet<string> = new Set(['CONNECT', 'TRACE', 'TRACK']);
-
-/** Why `method` (upper case) may not be sent, if it is a forbidden one; the check of `-X` too. */
-export function forbiddenMethod(method: string): string | undefined {
-  return FORBIDDEN_METHODS.has(method)
-    ? `the method ${method} cannot be sent (no fetch client sends CONNECT, TRACE or TRACK)`
-    : undefined;
-}
-
 /** One line, read. */
 export interface FetchTask {
   id: unknown;

@@ -8,7 +8,7 @@
  * What a line means, and how credentials are kept out of records: `fetch-line.ts`.
  */
 import { STATUS_CODES } from 'node:http';
-import { exchangeWith, type Call, type CallSink } from '../http/exchange.ts';
+import { exchangeWith, type Call, type CallSink } from '../http/_cli.ts';
 import {
   createExchange,
   type ExchangeFunction,

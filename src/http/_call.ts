@@ -104,6 +104,19 @@ export class Core {
   ) {}
 }
 
+/**
+ * Methods the Fetch standard forbids (https://fetch.spec.whatwg.org/#forbidden-method): CONNECT
+ * opens a tunnel that no response ends, TRACE and TRACK echo the request (credentials included).
+ */
+const FORBIDDEN_METHODS: ReadonlySet<string> = new Set(['CONNECT', 'TRACE', 'TRACK']);
+
+/** Why `method` (upper case) may not be sent, if it is a forbidden one. */
+export function forbiddenMethod(method: string): string | undefined {
+  return FORBIDDEN_METHODS.has(method)
+    ? `the method ${method} cannot be sent (no fetch client sends CONNECT, TRACE or TRACK)`
+    : undefined;
+}
+
 const NOT_TRANSIENT = new Set([
   'UND_ERR_INVALID_ARG',
   'UND_ERR_NOT_SUPPORTED',
@@ -222,6 +235,12 @@ export class Call<R> extends AsyncResource implements TaskRunner {
 
   /** Puts the call in its origin's line (its task is refused at once if it must be: `done()`). */
   begin(priority: number | undefined): void {
+    const forbidden = forbiddenMethod(this.method);
+    if (forbidden !== undefined) {
+      // Never sent: a CONNECT would hold its slot for ever (no response ends a tunnel).
+      this.#fail(new TypeError(forbidden));
+      return;
+    }
     this.#entering = true;
     try {
       this.core.limiter.runTask(this.origin, this, priority, this.signal);
