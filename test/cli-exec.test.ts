@@ -223,6 +223,20 @@ describe('sluice exec', () => {
     assert.equal(run.records[0]!.stderr, '');
   });
 
+  it('runs the first line of a file that starts with a UTF-8 byte order mark without the mark', async () => {
+    const file = join(dir, 'bom-jobs.txt');
+    writeFileSync(file, '\uFEFFecho first\necho second\n');
+    const run = await cli(['exec', '-q', '--ordered', file]);
+    assert.equal(run.code, 0);
+    assert.deepEqual(
+      run.records.map((r) => [r.cmd, r.stdout]),
+      [
+        ['echo first', 'first\n'],
+        ['echo second', 'second\n'],
+      ],
+    );
+  });
+
   it('records a command that cannot start as failed', async () => {
     const run = await cli(['exec', '-q', '-'], { stdin: 'true\n', cwd: join(dir, 'missing') });
     assert.equal(run.code, 1);
