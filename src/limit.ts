@@ -58,6 +58,10 @@ export interface LimitFunction {
 function parseOptions(options: number | LimitOptions): number {
   const value: unknown = options; // callers from JavaScript may pass anything
   if (typeof value === 'object' && value !== null) {
+    if (Array.isArray(value)) v.notInteger('concurrency', 1, true, 'an array');
+    if (!('concurrency' in value)) {
+      v.notInteger('concurrency', 1, true, 'an object without `concurrency`');
+    }
     const { concurrency, rejectOnClear } = value as LimitOptions;
     if (rejectOnClear !== undefined) v.boolean('rejectOnClear', rejectOnClear);
     return v.integer('concurrency', concurrency, 1, true);

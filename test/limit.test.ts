@@ -581,9 +581,17 @@ describe('limit()', () => {
         [true, '`true` (boolean)'],
         [null, '`null` (null)'],
         [NaN, '`NaN` (number)'],
-        [{}, '`undefined` (undefined)'],
+        [{ concurrency: undefined }, '`undefined` (undefined)'],
+        [[], 'an array'],
+        [[2], 'an array'],
+        [{}, 'an object without `concurrency`'],
+        [{ limit: 2 }, 'an object without `concurrency`'],
       ] as const) {
         assert.throws(() => limit(bad as never), { name: 'TypeError', message: message(got) });
+        assert.throws(() => limitFunction(() => 1, bad as never), {
+          name: 'TypeError',
+          message: message(got),
+        });
       }
       assert.throws(() => limit({ concurrency: 1, rejectOnClear: 'yes' as never }), {
         name: 'TypeError',
