@@ -15,6 +15,7 @@
  * - no timer runs while nobody waits.
  */
 import { Timer, type Clock } from './_clock.ts';
+import { Deque } from './_deque.ts';
 import type { Pacer } from './_pace.ts';
 import { PriorityQueue, type Entry } from './_queue.ts';
 
@@ -27,6 +28,46 @@ export interface Waiter extends Entry {
   grant(engine: Engine): void;
   /** Called instead, if it leaves the line without being served (close, clear). */
   fail(reason: unknown): void;
+}
+
+/** Something granted that begins later, from a {@link StartLine}. */
+export interface Deferred {
+  begin(engine: Engine): void;
+  /**
+   * Whether it was granted a permit at once and begins in a microtask of its own, queued by the
+   * call that asked (so in its caller's async context); otherwise it begins right after the one
+   * ahead of it.
+   */
+  readonly own: boolean;
+}
+
+/**
+ * Tasks granted and not begun yet, in grant order. A task granted a permit at once is pushed with
+ * a microtask of its own (`beginNext`); a task granted from the line while any task here has not
+ * begun is pushed behind it, so that no task begins before one granted earlier.
+ *
+ * Each `own` task's microtask begins the line from the front up to that task, and then what was
+ * granted behind it, up to the next `own` task. Microtasks run in the order they were queued, so
+ * every `own` task ahead was begun by its own microtask: the line starts with this one's task.
+ */
+export class StartLine extends Deque<Deferred> {
+  /** The microtask queued with each `own` task. */
+  readonly beginNext: () => void;
+
+  constructor(engine: Engine) {
+    super();
+    this.beginNext = () => {
+      let begunOwn = false;
+      for (let head = this.peek(); head !== undefined; head = this.peek()) {
+        if (head.own) {
+          if (begunOwn) return; // its own microtask comes later
+          begunOwn = true;
+        }
+        this.shift();
+        head.begin(engine);
+      }
+    };
+  }
 }
 
 export class Engine {
@@ -53,6 +94,11 @@ export class Engine {
    * or permits were released.
    */
   onLeave: (() => void) | undefined = undefined;
+  /**
+   * Set for a gate whose tasks, granted a permit at once, begin a microtask later (`limit()`, as
+   * p-limit does): what was granted and has not begun yet. See {@link StartLine}.
+   */
+  starts: StartLine | undefined = undefined;
   /** Releases one permit: the callback for a task's result, one closure per engine. */
   readonly releaseOne = (): void => {
     this.release(1);

@@ -2,7 +2,7 @@
  * The one place user-facing strings become numbers: rates ("10/s", "500/min", "1/2s", "10/100ms")
  * and durations ("30s", "1.5min", "250ms"). Everything else in sluice takes milliseconds.
  */
-import { describe } from './_validate.ts';
+import { describe, integer } from './_validate.ts';
 
 /** A rate limit: at most `limit` starts per `interval` milliseconds. */
 export interface Rate {
@@ -91,12 +91,8 @@ export function parseRate(name: string, value: unknown): Rate {
     throw new RangeError(`Expected \`${name}\` to be ${expected}, got ${describe(value)}`);
   }
   if (typeof value === 'object' && value !== null && !Array.isArray(value)) {
-    const { limit, interval } = value as Partial<Rate>;
-    if (typeof limit !== 'number' || !Number.isSafeInteger(limit) || limit < 1) {
-      throw new RangeError(
-        `Expected \`${name}.limit\` to be an integer >= 1, got ${describe(limit)}`,
-      );
-    }
+    const { interval } = value as Partial<Rate>;
+    const limit = integer(`${name}.limit`, (value as Partial<Rate>).limit, 1);
     if (typeof interval !== 'number' || !(interval > 0) || !Number.isFinite(interval)) {
       throw new RangeError(
         `Expected \`${name}.interval\` to be a number of milliseconds > 0, got ${describe(interval)}`,

@@ -22,14 +22,38 @@ function fail(Kind: typeof TypeError, name: string, expected: string, value: unk
   throw new Kind(`Expected \`${name}\` to be ${expected}, got ${describe(value)}`);
 }
 
-/** Throws unless `value` is an integer >= `min`, or Infinity when `infinity` is set. */
+/** What {@link integer} expects, in words. */
+function integerExpected(min: number, infinity: boolean): string {
+  return `an integer >= ${min}${infinity ? ' or Infinity' : ''}`;
+}
+
+/**
+ * Throws unless `value` is an integer >= `min`, or Infinity when `infinity` is set. Every count
+ * (a capacity, a concurrency, a weight, a queue length) goes through here: past
+ * `Number.MAX_SAFE_INTEGER`, `n + 1 === n`, and a gate would grant past its capacity.
+ */
 export function integer(name: string, value: unknown, min: number, infinity = false): number {
-  const expected = `an integer >= ${min}${infinity ? ' or Infinity' : ''}`;
-  if (typeof value !== 'number' || Number.isNaN(value)) fail(TypeError, name, expected, value);
-  if (value === Infinity ? !infinity : !Number.isInteger(value) || value < min) {
+  if (typeof value !== 'number' || Number.isNaN(value)) {
+    fail(TypeError, name, integerExpected(min, infinity), value);
+  }
+  if (value === Infinity ? !infinity : !Number.isSafeInteger(value) || value < min) {
+    const expected = integerExpected(min, infinity);
+    if (Number.isInteger(value) && value > Number.MAX_SAFE_INTEGER) {
+      throw new RangeError(
+        `Expected \`${name}\` to be ${expected}, got ${describe(value)}: above Number.MAX_SAFE_INTEGER (${Number.MAX_SAFE_INTEGER}), where integers are no longer exact`,
+      );
+    }
     fail(RangeError, name, expected, value);
   }
   return value;
+}
+
+/**
+ * Throws a TypeError for `name`, expected to be what {@link integer} checks, when what came is
+ * best said in words (`got`: "an array").
+ */
+export function notInteger(name: string, min: number, infinity: boolean, got: string): never {
+  throw new TypeError(`Expected \`${name}\` to be ${integerExpected(min, infinity)}, got ${got}`);
 }
 
 /** Throws unless `value` is a number >= `min` (Infinity included when `infinity` is set). */

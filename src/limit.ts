@@ -4,11 +4,14 @@
  * Differences from p-limit, all on the side of not losing work:
  * - `clearQueue()` always settles what it clears: the promises reject with an `AbortError` (each
  *   gets a no-op handler first, so a caller that dropped them gets no unhandled rejection).
- * - When a slot is free, `fn` is called synchronously (as p-queue does); otherwise it is called
- *   when a slot frees, in the async context of the call that queued it.
+ *
+ * As with p-limit 7, a call that finds a slot free takes it at once (`activeCount` counts it) and
+ * calls `fn` one microtask later, so the code right after the call runs first (and `fn` sees what
+ * it changed). A call that waits is called as soon as a slot frees, in the async context of the
+ * call that queued it. Calls begin in the order they were made.
  */
 import { systemClock } from './_clock.ts';
-import { Engine } from './_engine.ts';
+import { Engine, StartLine } from './_engine.ts';
 import * as v from './_validate.ts';
 import { abortError } from './errors.ts';
 import { clearTasks, schedule } from './semaphore.ts';
@@ -58,6 +61,10 @@ export interface LimitFunction {
 function parseOptions(options: number | LimitOptions): number {
   const value: unknown = options; // callers from JavaScript may pass anything
   if (typeof value === 'object' && value !== null) {
+    if (Array.isArray(value)) v.notInteger('concurrency', 1, true, 'an array');
+    if (!('concurrency' in value)) {
+      v.notInteger('concurrency', 1, true, 'an object without `concurrency`');
+    }
     const { concurrency, rejectOnClear } = value as LimitOptions;
     if (rejectOnClear !== undefined) v.boolean('rejectOnClear', rejectOnClear);
     return v.integer('concurrency', concurrency, 1, true);
@@ -77,6 +84,7 @@ function parseOptions(options: number | LimitOptions): number {
  */
 export function limit(concurrency: number | LimitOptions): LimitFunction {
   const engine = new Engine(parseOptions(concurrency), systemClock);
+  engine.starts = new StartLine(engine);
 
   function limited(fn: (...args: never[]) => unknown, ...args: unknown[]): Promise<unknown> {
     if (typeof fn !== 'function') {

@@ -16,7 +16,7 @@
 import { AsyncResource } from 'node:async_hooks';
 import { makePermit, request, tooHeavy } from './_acquire.ts';
 import { systemClock, type Clock } from './_clock.ts';
-import { Engine, type Waiter } from './_engine.ts';
+import { Engine, type Deferred, type Waiter } from './_engine.ts';
 import * as v from './_validate.ts';
 import { ClosedError } from './errors.ts';
 import type { AcquireOptions, Gate, Permit } from './gate.ts';
@@ -78,8 +78,9 @@ function capture(resolve: (value: unknown) => void, reject: (reason: unknown) =>
  * the call that queued it, not of whichever task finished before it. It keeps `resolve` only (a
  * failure is delivered by resolving with a rejecting thenable): a queued task costs one object.
  */
-class QueuedTask extends AsyncResource implements Waiter {
+class QueuedTask extends AsyncResource implements Waiter, Deferred {
   declare weight: number;
+  declare own: boolean;
   readonly fn: Task;
   readonly args: unknown[] | undefined;
   readonly resolve: (value: unknown) => void;
@@ -99,6 +100,13 @@ class QueuedTask extends AsyncResource implements Waiter {
   }
 
   grant(engine: Engine): void {
+    // Behind a task that has not begun yet, it waits its turn (see `StartLine`).
+    const starts = engine.starts;
+    if (starts !== undefined && starts.size > 0) starts.push(this);
+    else this.begin(engine);
+  }
+
+  begin(engine: Engine): void {
     this.runInAsyncScope(startQueued, this, engine);
   }
 
@@ -109,6 +117,7 @@ class QueuedTask extends AsyncResource implements Waiter {
 // Always 1 while queued: on the prototype, so it costs no memory per task. Withdrawing (which
 // writes 0) makes an own property; `run()` tasks are only ever cleared, never withdrawn one by one.
 QueuedTask.prototype.weight = 1;
+QueuedTask.prototype.own = false;
 
 function startQueued(this: QueuedTask, engine: Engine): void {
   startTask(engine, this.fn, this.args, this.resolve, undefined);
@@ -144,16 +153,54 @@ function startTask(
   }
 }
 
+/** A task granted a permit at once, to begin a microtask later (see `schedule`). */
+class Start implements Deferred {
+  declare own: boolean;
+  readonly fn: Task;
+  readonly args: unknown[] | undefined;
+  readonly resolve: (value: unknown) => void;
+  readonly reject: (reason: unknown) => void;
+
+  constructor(
+    fn: Task,
+    args: unknown[] | undefined,
+    resolve: (value: unknown) => void,
+    reject: (reason: unknown) => void,
+  ) {
+    this.fn = fn;
+    this.args = args;
+    this.resolve = resolve;
+    this.reject = reject;
+  }
+
+  begin(engine: Engine): void {
+    startTask(engine, this.fn, this.args, this.resolve, this.reject);
+  }
+}
+Start.prototype.own = true;
+
+/** Queues microtasks: a reaction on a settled promise runs in the async context that added it. */
+const SETTLED: Promise<void> = Promise.resolve();
+
 /**
  * Calls `fn(...args)` holding one permit of `engine`, returning a promise of its result: the fast
- * path of `Semaphore.run()` and `limit()`. @internal
+ * path of `Semaphore.run()` and `limit()`. When the engine keeps `starts` (`limit()`), a task
+ * granted a permit at once takes it now and begins one microtask later, as p-limit 7 does: the
+ * code right after the call runs first. Tasks granted while such a task has not begun wait
+ * behind it, so tasks always begin in the order they were granted. @internal
  */
 export function schedule(engine: Engine, fn: Task, args: unknown[] | undefined): Promise<unknown> {
   const promise = new Promise(capture);
   const resolve = capturedResolve;
-  if (engine.closed) capturedReject(engine.closeReason);
-  else if (engine.tryTake(1)) startTask(engine, fn, args, resolve, capturedReject);
-  else engine.enqueue(new QueuedTask(fn, args, resolve, promise), 0);
+  const reject = capturedReject;
+  if (engine.closed) reject(engine.closeReason);
+  else if (!engine.tryTake(1)) engine.enqueue(new QueuedTask(fn, args, resolve, promise), 0);
+  else if (engine.starts === undefined) startTask(engine, fn, args, resolve, reject);
+  else {
+    const starts = engine.starts;
+    starts.push(new Start(fn, args, resolve, reject));
+    void SETTLED.then(starts.beginNext);
+  }
   return promise;
 }
 

@@ -149,6 +149,94 @@ describe('sluice exec', () => {
     await until(() => !alive(pidIn(child)), 2000, 'the child to die');
   });
 
+  it(
+    'ends a timed-out record, and frees its slot, even when a process that left the group keeps the output open',
+    { timeout: 20_000 },
+    async () => {
+      const escaped = join(dir, 'escaped.pid');
+      // setsid puts sleep in a session (and process group) of its own: the group kill misses it,
+      // and it holds stdout and stderr open for 30 s.
+      const cmd = `setsid sleep 30 & echo $! > ${escaped}; wait`;
+      try {
+        const started = performance.now();
+        const run = await cli(['exec', '-q', '-c', '1', '--ordered', '--timeout', '300ms', '-'], {
+          stdin: `${cmd}\necho next\n`,
+        });
+        const took = performance.now() - started;
+        assert.equal(run.records[0]!.error, 'timed out after 300ms');
+        // The slot was given back: the next command ran.
+        assert.equal(run.records[1]!.stdout, 'next\n');
+        // Within the timeout, the SIGKILL grace and the output grace, with room for a busy machine.
+        assert.ok(took < 300 + 500 + 1000 + 3000, `took ${Math.round(took)}ms`);
+      } finally {
+        if (existsSync(escaped)) process.kill(pidIn(escaped), 'SIGKILL');
+      }
+    },
+  );
+
+  it(
+    'ends the record of a command that exited, when what it left in the background keeps the output open, and kills that',
+    { timeout: 20_000 },
+    async () => {
+      const left = join(dir, 'left.pid');
+      const cmd = `sleep 30 & echo $! > ${left}; echo done`;
+      const started = performance.now();
+      const run = await cli(['exec', '-q', '-'], { stdin: `${cmd}\n` });
+      const took = performance.now() - started;
+      const record = run.records[0]!;
+      assert.equal(run.code, 0);
+      assert.equal(record.ok, true);
+      assert.equal(record.code, 0);
+      assert.equal(record.stdout, 'done\n');
+      assert.match(
+        record.stderr as string,
+        /^\[sluice: the output was still open 1000ms after the command exited: stopped reading it, and killed what was left of its process group\]$/,
+      );
+      assert.ok(took < 1000 + 3000, `took ${Math.round(took)}ms`);
+      await until(() => !alive(pidIn(left)), 2000, 'what was left running to die');
+    },
+  );
+
+  it(
+    'stops reading, after the grace, the output of a process that left the group of a command that exited',
+    {
+      timeout: 20_000,
+    },
+    async () => {
+      const escaped = join(dir, 'escaped-after-exit.pid');
+      const cmd = `setsid sleep 30 & echo $! > ${escaped}; echo done`;
+      try {
+        const started = performance.now();
+        const run = await cli(['exec', '-q', '-'], { stdin: `${cmd}\n` });
+        assert.ok(performance.now() - started < 1000 + 3000);
+        assert.equal(run.records[0]!.stdout, 'done\n');
+        assert.equal(run.records[0]!.ok, true);
+      } finally {
+        if (existsSync(escaped)) process.kill(pidIn(escaped), 'SIGKILL');
+      }
+    },
+  );
+
+  it('waits for output a command writes in the background shortly after it exits', async () => {
+    const run = await cli(['exec', '-q', '-'], { stdin: '(sleep 0.2; echo late) & echo early\n' });
+    assert.equal(run.records[0]!.stdout, 'early\nlate\n');
+    assert.equal(run.records[0]!.stderr, '');
+  });
+
+  it('runs the first line of a file that starts with a UTF-8 byte order mark without the mark', async () => {
+    const file = join(dir, 'bom-jobs.txt');
+    writeFileSync(file, '\uFEFFecho first\necho second\n');
+    const run = await cli(['exec', '-q', '--ordered', file]);
+    assert.equal(run.code, 0);
+    assert.deepEqual(
+      run.records.map((r) => [r.cmd, r.stdout]),
+      [
+        ['echo first', 'first\n'],
+        ['echo second', 'second\n'],
+      ],
+    );
+  });
+
   it('records a command that cannot start as failed', async () => {
     const run = await cli(['exec', '-q', '-'], { stdin: 'true\n', cwd: join(dir, 'missing') });
     assert.equal(run.code, 1);

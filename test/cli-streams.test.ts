@@ -84,6 +84,40 @@ describe('CLI input', () => {
     }
   });
 
+  it('drops a UTF-8 byte order mark at the start of the input, wherever the chunks are cut', async () => {
+    const piece = fc.constantFrom('a', '\uFEFF', '€', '\n', '\r\n', ' ');
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(piece, { maxLength: 30 }),
+        fc.array(fc.nat(100), { maxLength: 8 }),
+        async (pieces, cuts) => {
+          // Only the mark at the very start is dropped: one further on is text.
+          const text = pieces.join('');
+          assert.deepEqual(
+            await linesOf(Buffer.from(`\uFEFF${text}`, 'utf8'), cuts),
+            expected(text),
+          );
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  it('does not count a line that holds nothing but the byte order mark', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sluice-input-'));
+    try {
+      const file = join(dir, 'bom.txt');
+      writeFileSync(file, '\uFEFF\nhttp://a.test/\n\uFEFFhttp://b.test/\n');
+      const input = await openInput(file, ioWith(Readable.from([])));
+      const got: string[] = [];
+      for await (const batch of input.batches) for (const line of batch) got.push(line);
+      assert.deepEqual(got, ['', 'http://a.test/', '\uFEFFhttp://b.test/']);
+      assert.equal(await input.total, 2);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('joins a line longer than many chunks once its end comes', async () => {
     const long = '€'.repeat(50_000);
     const text = `first\n${long}\r\nlast`;

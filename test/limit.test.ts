@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { AsyncLocalStorage } from 'node:async_hooks';
 import process from 'node:process';
 import { describe, it } from 'node:test';
+import fc from 'fast-check';
 import { limit, limitFunction } from '../src/index.ts';
 import { deferred, flush } from './_helpers/clock.ts';
 import { seeded } from './_helpers/random.ts';
@@ -216,7 +217,35 @@ describe('limit()', () => {
     assert.equal(run.activeCount, 0);
   });
 
-  it('calls the function at once when a slot is free, and not before a slot frees otherwise', async () => {
+  it('calls the function of a call with a free slot one microtask later, counting it active at once, as p-limit 7 does', async () => {
+    // p-limit 7 takes the slot in the call and calls the function from a promise reaction: code
+    // right after the call runs first, and what it changes, the function sees.
+    const run = limit(2);
+    let state = 'before the call';
+    const seen: string[] = [];
+    const first = run(() => {
+      seen.push(`first: ${state}`);
+      return 1;
+    });
+    assert.deepEqual([run.activeCount, run.pendingCount], [1, 0]);
+    assert.equal(seen.length, 0, 'not called yet');
+    state = 'right after the call';
+    await Promise.resolve();
+    assert.deepEqual(seen, ['first: right after the call']);
+    assert.equal(await first, 1);
+
+    // limitFunction() and map() call through the same path.
+    const limited = limitFunction((n: number) => seen.push(`limited: ${state} ${n}`), {
+      concurrency: 1,
+    });
+    const viaFunction = limited(1);
+    const viaMap = run.map([2], (n) => seen.push(`mapped: ${state} ${n}`));
+    state = 'later';
+    await Promise.all([viaFunction, viaMap]);
+    assert.deepEqual(seen.slice(1), ['limited: later 1', 'mapped: later 2']);
+  });
+
+  it('does not call the function of a call that waits before a slot frees', async () => {
     const run = limit(1);
     const gate = deferred();
     const calls: string[] = [];
@@ -227,12 +256,99 @@ describe('limit()', () => {
     const second = run(() => {
       calls.push('second');
     });
-    assert.deepEqual(calls, ['first']);
     await flush();
     assert.deepEqual(calls, ['first']);
+    assert.deepEqual([run.activeCount, run.pendingCount], [1, 1]);
     gate.resolve();
     await Promise.all([first, second]);
     assert.deepEqual(calls, ['first', 'second']);
+  });
+
+  it('begins calls in the order they were made and never runs more than the limit, whatever the interleaving', async () => {
+    type Op =
+      | { call: 'sync' | 'async' | 'throw' }
+      | { finish: number }
+      | { concurrency: number }
+      | { wait: 'microtask' | 'turn' };
+    const op: fc.Arbitrary<Op> = fc.oneof(
+      fc.record({ call: fc.constantFrom('sync' as const, 'async' as const, 'throw' as const) }),
+      fc.record({ finish: fc.nat(20) }),
+      fc.record({ concurrency: fc.integer({ min: 1, max: 4 }) }),
+      fc.record({ wait: fc.constantFrom('microtask' as const, 'turn' as const) }),
+    );
+    await fc.assert(
+      fc.asyncProperty(
+        fc.integer({ min: 1, max: 3 }),
+        fc.array(op, { maxLength: 40 }),
+        async (initial, ops) => {
+          const run = limit(initial);
+          let concurrency = initial;
+          let running = 0;
+          const begun: number[] = [];
+          const unfinished: { id: number; done: () => void }[] = [];
+          const calls: Promise<unknown>[] = [];
+          const call = (kind: 'sync' | 'async' | 'throw') => {
+            const id = calls.length;
+            const promise = run(() => {
+              begun.push(id);
+              // Lowering the limit lets what runs finish, but nothing begins until fewer run.
+              assert.ok(
+                running < concurrency,
+                `call ${id} began with ${running} of ${concurrency} running`,
+              );
+              if (kind === 'throw') throw new Error(`${id}`);
+              if (kind === 'sync') return id;
+              running++;
+              const task = deferred<number>();
+              unfinished.push({
+                id,
+                done: () => {
+                  running--;
+                  task.resolve(id);
+                },
+              });
+              return task.promise;
+            });
+            promise.catch(() => undefined);
+            calls.push(promise);
+          };
+          for (const step of ops) {
+            if ('call' in step) call(step.call);
+            else if ('finish' in step) {
+              if (unfinished.length > 0)
+                unfinished.splice(step.finish % unfinished.length, 1)[0]!.done();
+            } else if ('concurrency' in step) {
+              concurrency = step.concurrency;
+              run.concurrency = step.concurrency;
+            } else if (step.wait === 'microtask') await Promise.resolve();
+            else await flush();
+            assert.ok(running <= run.activeCount, `${running} running, ${run.activeCount} active`);
+          }
+          while (unfinished.length > 0 || run.activeCount > 0 || run.pendingCount > 0) {
+            unfinished.shift()?.done();
+            await flush();
+          }
+          await Promise.allSettled(calls);
+          assert.deepEqual(begun, range(calls.length), 'calls begin in the order they were made');
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  it("calls functions with free slots in the order of the calls, each in its caller's AsyncLocalStorage context", async () => {
+    const als = new AsyncLocalStorage<string>();
+    const run = limit(Infinity);
+    const seen: string[] = [];
+    const calls = ['a', 'b', 'c'].map((name) =>
+      als.run(name, () =>
+        run(() => {
+          seen.push(`${name}:${als.getStore()}`);
+        }),
+      ),
+    );
+    await Promise.all(calls);
+    assert.deepEqual(seen, ['a:a', 'b:b', 'c:c']);
   });
 
   it('turns a synchronous throw into a rejection and frees the slot for the next task', async () => {
@@ -581,9 +697,17 @@ describe('limit()', () => {
         [true, '`true` (boolean)'],
         [null, '`null` (null)'],
         [NaN, '`NaN` (number)'],
-        [{}, '`undefined` (undefined)'],
+        [{ concurrency: undefined }, '`undefined` (undefined)'],
+        [[], 'an array'],
+        [[2], 'an array'],
+        [{}, 'an object without `concurrency`'],
+        [{ limit: 2 }, 'an object without `concurrency`'],
       ] as const) {
         assert.throws(() => limit(bad as never), { name: 'TypeError', message: message(got) });
+        assert.throws(() => limitFunction(() => 1, bad as never), {
+          name: 'TypeError',
+          message: message(got),
+        });
       }
       assert.throws(() => limit({ concurrency: 1, rejectOnClear: 'yes' as never }), {
         name: 'TypeError',

@@ -197,7 +197,7 @@ describe('parseRate', () => {
       ],
       [
         { interval: 0 },
-        'RangeError',
+        'TypeError',
         'Expected `rate.limit` to be an integer >= 1, got `undefined` (undefined)',
       ],
       [

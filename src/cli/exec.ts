@@ -8,9 +8,17 @@
  * too — with SIGTERM, then SIGKILL after a short grace. stdout and stderr are captured up to a
  * cap each; beyond it they are read and dropped, and the record says how much there was.
  *
- * Invariants: every spawned process group is waited for (its stdio closed) before its outcome is
- * given; a group that was timed out or cancelled is sent SIGKILL before that, so nothing it
- * started outlives it.
+ * A command ends when its shell has exited and its output has closed. Output still open
+ * `OUTPUT_GRACE` after the shell exited is held by something the command left behind: a job it
+ * put in the background, or a process that left the group (`setsid`) and that no group kill
+ * reaches. sluice then stops reading, kills what is left of the group, and ends the record (its
+ * stderr says so), so a slot is never held longer than the command itself (plus the kill grace,
+ * after a timeout) plus `OUTPUT_GRACE`.
+ *
+ * Invariants: every spawned process group is waited for (its shell exited, its stdio closed or
+ * given up after `OUTPUT_GRACE`) before its outcome is given; a group that was timed out,
+ * cancelled or whose output was given up is sent SIGKILL before that, so nothing it started in
+ * the group outlives it.
  */
 import { spawn } from 'node:child_process';
 import { kill } from 'node:process';
@@ -36,6 +44,15 @@ export interface ExecTask {
 
 /** Milliseconds between SIGTERM and SIGKILL. */
 const KILL_GRACE = 500;
+
+/**
+ * Milliseconds the output may stay open after the shell exited. What the command wrote before it
+ * exited is already in the pipes and is read within a few turns of the event loop; the rest of
+ * the second lets a short-lived background job finish writing, even on a loaded machine. Longer
+ * would hold the slot for nothing: a process still holding the output after a second is one the
+ * command did not wait for.
+ */
+const OUTPUT_GRACE = 1000;
 
 /** How one attempt ended. */
 interface Attempt {
@@ -75,6 +92,11 @@ class Capture {
     if (this.#total <= this.#kept) return text;
     return `${text}\n[sluice: output truncated: ${this.#total} bytes, the first ${this.#kept} kept]`;
   }
+}
+
+/** `text` with `note` on a line of its own at the end. */
+function withNote(text: string, note: string): string {
+  return text === '' || text.endsWith('\n') ? `${text}${note}` : `${text}\n${note}`;
 }
 
 /** Sends `signal` to process group `pid`; false if there is no such group any more. */
@@ -222,6 +244,8 @@ export class ExecCommand implements Command<ExecTask> {
       let cancelled = false;
       let killTimer: ReturnType<typeof setTimeout> | undefined;
       let timeoutTimer: ReturnType<typeof setTimeout> | undefined;
+      let outputTimer: ReturnType<typeof setTimeout> | undefined;
+      let outputAbandoned = false;
       let settled = false;
       const child = spawn('/bin/sh', ['-c', cmd], {
         cwd: this.#io.cwd,
@@ -246,11 +270,13 @@ export class ExecCommand implements Command<ExecTask> {
         settled = true;
         if (timeoutTimer !== undefined) clearTimeout(timeoutTimer);
         if (killTimer !== undefined) clearTimeout(killTimer);
+        if (outputTimer !== undefined) clearTimeout(outputTimer);
         signal.removeEventListener('abort', onAbort);
         if (pid !== undefined) {
           this.#groups.delete(pid);
-          // Whatever the timed-out or cancelled command started dies with it.
-          if (timedOut || cancelled) killGroup(pid, 'SIGKILL');
+          // Whatever the timed-out or cancelled command started dies with it, and so does what
+          // an exited command left holding its output.
+          if (timedOut || cancelled || outputAbandoned) killGroup(pid, 'SIGKILL');
         }
         let error: string | null = null;
         if (failure !== undefined) error = `cannot run the command: ${failure.message}`;
@@ -264,7 +290,12 @@ export class ExecCommand implements Command<ExecTask> {
           code,
           signal: exitSignal,
           stdout: stdout.text(),
-          stderr: stderr.text(),
+          stderr: outputAbandoned
+            ? withNote(
+                stderr.text(),
+                `[sluice: the output was still open ${OUTPUT_GRACE}ms after the command exited: stopped reading it, and killed what was left of its process group]`,
+              )
+            : stderr.text(),
           error,
           cancelled,
         });
@@ -274,6 +305,16 @@ export class ExecCommand implements Command<ExecTask> {
       });
       child.on('close', (code, exitSignal) => {
         finish(code, exitSignal);
+      });
+      child.on('exit', (code, exitSignal) => {
+        // The command is over: a timeout can no longer apply. Its output gets a grace to close.
+        if (timeoutTimer !== undefined) clearTimeout(timeoutTimer);
+        outputTimer = setTimeout(() => {
+          outputAbandoned = true;
+          child.stdout.destroy();
+          child.stderr.destroy();
+          finish(code, exitSignal);
+        }, OUTPUT_GRACE);
       });
       if (pid === undefined) return; // spawning failed: 'error' follows
       this.#groups.add(pid);

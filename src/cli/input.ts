@@ -7,9 +7,10 @@
  * alive, and a chunk's worth of lines waiting to be taken lives long enough to be promoted to the
  * old generation, only to die there.
  *
- * Invariants: lines come out in order, each once, without their `\n` or `\r\n`; nothing is read
- * ahead of the consumer beyond the chunk being split; leaving the iteration early closes the
- * stream.
+ * Invariants: lines come out in order, each once, without their `\n` or `\r\n`; a UTF-8 byte
+ * order mark at the very start of the input is not part of the first line (editors on Windows
+ * write one; it would otherwise be the first command's first character); nothing is read ahead
+ * of the consumer beyond the chunk being split; leaving the iteration early closes the stream.
  */
 import { createReadStream } from 'node:fs';
 import { open as openFile, stat } from 'node:fs/promises';
@@ -77,6 +78,8 @@ export function isBlank(line: string): boolean {
 
 const NEWLINE = 10;
 const CR = 13;
+/** U+FEFF in UTF-8: a byte order mark at the start of a text. */
+const BOM = Buffer.from([0xef, 0xbb, 0xbf]);
 /** Bytes of a file's first read (about a hundred lines of URLs). */
 const FIRST_READ = 4096;
 
@@ -148,9 +151,20 @@ async function* lineBatches(
   open: () => AsyncIterable<unknown>,
 ): AsyncGenerator<Lines, void, undefined> {
   let carry: Buffer[] = [];
+  // Until the input's first three bytes have been seen (a chunk may hold fewer).
+  let head: Buffer | undefined = Buffer.alloc(0);
   // Leaving early returns the source's iterator: the stream is destroyed, the file closed.
   for await (const chunk of open()) {
-    const bytes = bytesOf(chunk);
+    let bytes = bytesOf(chunk);
+    if (head !== undefined) {
+      const start: Buffer = head.length === 0 ? bytes : Buffer.concat([head, bytes]);
+      if (start.length < BOM.length && BOM.subarray(0, start.length).equals(start)) {
+        head = Buffer.from(start); // a file's chunk is read into a buffer that is reused
+        continue;
+      }
+      bytes = withoutBom(start);
+      head = undefined;
+    }
     const last = bytes.lastIndexOf(NEWLINE);
     if (last === -1) {
       if (bytes.length > 0) carry.push(Buffer.from(bytes));
@@ -167,7 +181,13 @@ async function* lineBatches(
     }
     carry = last + 1 < bytes.length ? [Buffer.from(bytes.subarray(last + 1))] : [];
   }
+  if (head !== undefined && head.length > 0) carry = [head]; // a short input, a partial mark
   if (carry.length > 0) yield new Lines(Buffer.concat(carry));
+}
+
+/** `bytes` without the byte order mark it may start with. */
+function withoutBom(bytes: Buffer): Buffer {
+  return bytes.subarray(0, BOM.length).equals(BOM) ? bytes.subarray(BOM.length) : bytes;
 }
 
 /** Space, tab, CR, vertical tab, form feed: what `isBlank()` trims (in ASCII). */
@@ -180,8 +200,11 @@ async function countLines(path: string): Promise<number | undefined> {
   let count = 0;
   let lineHasContent = false;
   try {
+    let first = true;
     for await (const chunk of fileChunks(path, 256 * 1024)) {
-      let from = 0;
+      // The first read asks for 4 KiB: a mark at the start is whole in it.
+      let from = first ? chunk.length - withoutBom(chunk).length : 0;
+      first = false;
       for (;;) {
         const at = chunk.indexOf(NEWLINE, from);
         const end = at === -1 ? chunk.length : at;
