@@ -98,6 +98,52 @@ describe('sluice exec', () => {
     assert.equal(run.records[0]!.stdout, 'second\n');
   });
 
+  it('waits for --rate and the concurrency with every retry, as with a first attempt', async () => {
+    const log = join(dir, 'starts.log');
+    // Each command fails twice, then succeeds; every start appends its instant (ns) to the log.
+    const cmd = (i: number): string => {
+      const count = join(dir, `tries${i}`);
+      return `date +%s%N >> ${log}; n=$(cat ${count} 2>/dev/null || echo 0); echo $((n + 1)) > ${count}; [ "$n" -ge 2 ]`;
+    };
+    const run = await cli(['exec', '-q', '-c', '4', '--rate', '20/s', '--retries', '2', '-'], {
+      stdin: range(4).map(cmd).join('\n'),
+    });
+    assert.equal(run.code, 0, run.stderr);
+    assert.deepEqual(
+      run.records.map((record) => record.attempts),
+      [3, 3, 3, 3],
+    );
+    const starts = readFileSync(log, 'utf8')
+      .trim()
+      .split('\n')
+      .map((ns) => Number(ns) / 1e6)
+      .sort((a, b) => a - b);
+    assert.equal(starts.length, 12);
+    // 20/s spaces starts 50 ms apart; the shell's own start adds its jitter (the tolerance of
+    // the other rate tests: 5%).
+    for (let i = 10; i < starts.length; i++) {
+      assert.ok(starts[i]! - starts[i - 10]! >= 475, `starts ${i - 10}..${i} within 475 ms`);
+    }
+  });
+
+  it('starts no retry after an interrupt: a command backing off is recorded as cancelled', async () => {
+    const log = join(dir, 'backoff.log');
+    const running = startCli(['exec', '-q', '--retries', '3', '-'], {
+      stdin: `echo x >> ${log}; exit 1\n`,
+      env: { SLUICE_GRACE_MS: '100' },
+    });
+    await until(() => existsSync(log), 5000, 'the first attempt');
+    running.interrupt();
+    const run = await running.done;
+    assert.equal(run.code, 130);
+    assert.deepEqual(
+      run.records.map((record) => [record.attempts, record.error]),
+      [[1, 'cancelled']],
+    );
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.equal(readFileSync(log, 'utf8'), 'x\n', 'one attempt, and no other after');
+  });
+
   it('does not retry without --retries', async () => {
     const run = await cli(['exec', '-q', '-'], { stdin: 'exit 1\n' });
     assert.equal(run.code, 1);

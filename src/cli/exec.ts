@@ -22,9 +22,8 @@
  */
 import { spawn } from 'node:child_process';
 import { kill } from 'node:process';
-import { systemClock } from '../_clock.ts';
+import { ClosedError } from '../errors.ts';
 import { Limiter } from '../limiter.ts';
-import { RetryPolicy, sleep } from '../retry.ts';
 import type { CliIo } from './io.ts';
 import type { Command, Outcome } from './run.ts';
 
@@ -65,6 +64,16 @@ interface Attempt {
   /** Why it failed, when it did. */
   error: string | null;
   cancelled: boolean;
+}
+
+/** A command that failed (exited non-zero, was killed, timed out): what the limiter may retry. */
+class CommandFailed extends Error {
+  readonly attempt: Attempt;
+
+  constructor(attempt: Attempt) {
+    super(attempt.error ?? 'failed');
+    this.attempt = attempt;
+  }
 }
 
 /** Keeps the first `cap` bytes of a stream and counts the rest. */
@@ -113,7 +122,6 @@ export class ExecCommand implements Command<ExecTask> {
   readonly #settings: ExecSettings;
   readonly #io: CliIo;
   readonly #limiter: Limiter;
-  readonly #policy: RetryPolicy;
   readonly #controller = new AbortController();
   /** Process groups running now, by leader pid. */
   readonly #groups = new Set<number>();
@@ -121,11 +129,18 @@ export class ExecCommand implements Command<ExecTask> {
   constructor(settings: ExecSettings, io: CliIo) {
     this.#settings = settings;
     this.#io = io;
+    // Each attempt is a start of the limiter's task: a retry waits for the concurrency and the
+    // rates as the first attempt does, after a backoff the limiter's retry driver decides.
     this.#limiter = new Limiter({
       concurrency: settings.concurrency,
       ...(settings.rates.length > 0 ? { rate: settings.rates } : {}),
+      retry: {
+        retries: settings.retries,
+        minDelay: 200,
+        maxDelay: 10_000,
+        retryIf: (error) => error instanceof CommandFailed && !error.attempt.cancelled,
+      },
     });
-    this.#policy = new RetryPolicy({ retries: settings.retries, minDelay: 200, maxDelay: 10_000 });
   }
 
   parse(line: string): ExecTask {
@@ -158,32 +173,24 @@ export class ExecCommand implements Command<ExecTask> {
   }
 
   async run(task: ExecTask, index: number): Promise<Outcome> {
-    const signal = this.#controller.signal;
     const attempts: Attempt[] = [];
-    let interrupted = false;
-    for (let n = 1; ; n++) {
-      let attempt: Attempt;
-      try {
-        // No signal here: aborting one would reject a running attempt before its process is
-        // reaped. Stopping closes the limiter instead, which rejects only what waits.
-        attempt = await this.#limiter.schedule(() => this.#spawn(task.cmd));
-      } catch {
-        interrupted = true;
-        break;
-      }
-      attempts.push(attempt);
-      if (attempt.error === null || attempt.cancelled || n > this.#policy.retries) break;
-      try {
-        await sleep(systemClock, this.#policy.backoff(n), signal);
-      } catch {
-        interrupted = true;
-        break;
-      }
+    let closed = false;
+    try {
+      // No signal here: aborting one would reject a running attempt before its process is
+      // reaped. Stopping closes the limiter instead, which rejects only what waits (in line, or
+      // backing off before a retry).
+      await this.#limiter.schedule(async () => {
+        const attempt = await this.#spawn(task.cmd);
+        attempts.push(attempt);
+        if (attempt.error !== null) throw new CommandFailed(attempt);
+      });
+    } catch (error) {
+      closed = error instanceof ClosedError;
     }
     const last = attempts.at(-1);
     let skipped: 'cancelled' | 'not run' | undefined;
     if (last === undefined) skipped = 'not run';
-    else if (last.cancelled || (interrupted && last.error !== null)) skipped = 'cancelled';
+    else if (last.cancelled || (closed && last.error !== null)) skipped = 'cancelled';
     return this.#outcome(task, index, attempts, last, skipped);
   }
 
