@@ -36,6 +36,8 @@ const GROUPS = ['throughput', 'memory', 'makespan', 'map', 'rate', 'limiter', 'h
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const CHILD = fileURLToPath(new URL('child.mjs', import.meta.url));
 const PEERS = ['p-limit', 'p-queue', 'p-map', 'async', 'bottleneck', 'limiter'];
+// The peers are the bench's own dependencies (bench/package.json), installed by `npm run bench`.
+const BENCH_MODULES = fileURLToPath(new URL('node_modules', import.meta.url));
 // Generous: the slowest cell (a peer at 1 000 000 tasks) takes well under 30 s here.
 const CHILD_TIMEOUT_MS = 5 * 60_000;
 
@@ -221,7 +223,7 @@ function describeEnvironment() {
   const cpuList = cpus();
   const model = cpuList[0]?.model.trim() ?? 'unknown CPU';
   const versions = PEERS.map((name) => {
-    const pkg = JSON.parse(readFileSync(join(ROOT, 'node_modules', name, 'package.json'), 'utf8'));
+    const pkg = JSON.parse(readFileSync(join(BENCH_MODULES, name, 'package.json'), 'utf8'));
     return `${name} ${pkg.version}`;
   });
   return [

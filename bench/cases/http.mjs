@@ -56,7 +56,7 @@ const SELF = fileURLToPath(import.meta.url);
 const SLUICE_HTTP = new URL('../../dist/http/index.js', import.meta.url).href;
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const BIN = join(ROOT, 'dist', 'cli', 'bin.js');
-const AUTOCANNON_BIN = join(ROOT, 'node_modules', 'autocannon', 'autocannon.js');
+const AUTOCANNON_BIN = join(ROOT, 'bench', 'node_modules', 'autocannon', 'autocannon.js');
 /** `sluice fetch FILE` with the global and per-host concurrency at 100, no progress, no output. */
 const fetchArgs = (file) => [
   BIN,

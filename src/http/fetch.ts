@@ -18,8 +18,12 @@ import {
 } from './client.ts';
 import { undici } from './_undici.ts';
 
-/** `RequestInit` plus what a limited fetch understands. */
-export interface LimitedRequestInit extends RequestInit {
+/**
+ * `RequestInit` plus what a limited fetch understands. Its `priority` is sluice's, a number: the
+ * DOM's own `priority` (a fetch priority hint, `'high' | 'low' | 'auto'`) is left out, so that the
+ * type compiles with the DOM library as without it.
+ */
+export interface LimitedRequestInit extends Omit<RequestInit, 'priority'> {
   /** Higher first, within the origin's line. @default 0 */
   priority?: number;
   /** Called with what happened to this request. */
