@@ -67,7 +67,7 @@ export interface RetryOptions {
   random?: () => number;
 }
 
-/** What the retry policy decided about a failed attempt: wait `delay` ms and retry, or stop with `error`. @internal */
+/** What the retry policy decided about a failed attempt: wait `delay` ms and retry, or stop with `error`. */
 export type RetryDecision = { delay: number } | { error: unknown };
 
 type RetryIf = (error: unknown, attempt: number) => boolean | PromiseLike<boolean>;
@@ -76,7 +76,7 @@ type RetryIf = (error: unknown, attempt: number) => boolean | PromiseLike<boolea
  * The one retry driver's rules: checked options, and the decision after each failed attempt.
  * `retry()`, the task life cycle (`Limiter`, `KeyedLimiter`, the HTTP client, `sluice exec`) all
  * decide through `decide()`, so attempts, backoff, jitter, server waits, budget and abort mean the
- * same everywhere. @internal
+ * same everywhere. Internal: not exported by the package's entry points.
  */
 export class RetryPolicy {
   readonly retries: number;
