@@ -42,6 +42,36 @@ export default tseslint.config(
     },
   },
   {
+    // Every timer of the library is armed through src/_clock.ts (`Timer`, `later`, `every`),
+    // which arms a delay longer than Node's timers take (2^31 - 1 ms) in steps.
+    files: ['src/**/*.ts'],
+    ignores: ['src/_clock.ts'],
+    rules: {
+      'no-restricted-globals': [
+        'error',
+        ...['setTimeout', 'setInterval', 'setImmediate'].map((name) => ({
+          name,
+          message: 'Arm timers through src/_clock.ts (Timer, later, every).',
+        })),
+      ],
+      'no-restricted-syntax': [
+        'error',
+        {
+          selector:
+            "CallExpression[callee.property.name='setTimeout'][callee.object.property.name=/clock/i]",
+          message:
+            'Arm timers on a clock through Timer (src/_clock.ts), which never asks too much.',
+        },
+        {
+          selector:
+            "CallExpression[callee.property.name='setTimeout'][callee.object.name=/clock/i]",
+          message:
+            'Arm timers on a clock through Timer (src/_clock.ts), which never asks too much.',
+        },
+      ],
+    },
+  },
+  {
     files: ['**/*.js', '**/*.mjs'],
     ...tseslint.configs.disableTypeChecked,
   },

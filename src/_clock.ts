@@ -115,3 +115,42 @@ export class Timer {
     );
   }
 }
+
+/** Stops a {@link later} or {@link every} timer (idempotent). */
+export type Cancel = () => void;
+
+/**
+ * Calls `callback` once, about `ms` from now, on Node's own timer (no sub-millisecond precision:
+ * for housekeeping, grace periods and timeouts of whole processes). A delay longer than
+ * `MAX_TIMER_DELAY` is armed in steps. `unref`: the timer does not keep the process alive.
+ */
+export function later(ms: number, callback: () => void, unref = false): Cancel {
+  const due = Date.now() + ms;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const arm = (left: number): void => {
+    timer = setTimeout(fire, Math.min(Math.max(left, 0), MAX_TIMER_DELAY));
+    if (unref) timer.unref();
+  };
+  const fire = (): void => {
+    const left = due - Date.now();
+    if (left > 0) arm(left);
+    else {
+      timer = undefined;
+      callback();
+    }
+  };
+  arm(ms);
+  return () => {
+    if (timer !== undefined) clearTimeout(timer);
+    timer = undefined;
+  };
+}
+
+/** Calls `callback` every `ms` (at most `MAX_TIMER_DELAY`) until cancelled; see {@link later}. */
+export function every(ms: number, callback: () => void, unref = false): Cancel {
+  const timer = setInterval(callback, Math.min(ms, MAX_TIMER_DELAY));
+  if (unref) timer.unref();
+  return () => {
+    clearInterval(timer);
+  };
+}

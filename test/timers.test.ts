@@ -11,7 +11,7 @@ import type { AddressInfo } from 'node:net';
 import { describe, it } from 'node:test';
 import { Limiter, RateLimiter, retry, Semaphore, TimeoutError, type Clock } from '../src/index.ts';
 import { createFetch } from '../src/http/index.ts';
-import { MAX_TIMER_DELAY, systemClock, Timer } from '../src/_clock.ts';
+import { every, later, MAX_TIMER_DELAY, systemClock, Timer } from '../src/_clock.ts';
 import { ManualClock, state } from './_helpers/clock.ts';
 
 const DAY = 86_400_000;
@@ -167,7 +167,7 @@ describe('waits longer than a timer can be armed for', () => {
     }
   });
 
-  it('the system clock arms a 30-day timer without a TimeoutOverflowWarning', async () => {
+  it('the system clock, later() and every() arm a 30-day timer without a TimeoutOverflowWarning', async () => {
     const warnings: string[] = [];
     const onWarning = (warning: Error): void => {
       warnings.push(warning.name);
@@ -178,9 +178,13 @@ describe('waits longer than a timer can be armed for', () => {
       for (const clock of clocks) {
         const timer = new Timer(clock, LONG, () => assert.fail('fired early'));
         const raw = clock.setTimeout(() => assert.fail('fired early'), LONG);
+        const coarse = later(LONG, () => assert.fail('fired early'));
+        const repeated = every(LONG, () => assert.fail('fired early'));
         await new Promise((resolve) => setTimeout(resolve, 30));
         timer.cancel();
         clock.clearTimeout(raw);
+        coarse();
+        repeated();
       }
     } finally {
       process.off('warning', onWarning);

@@ -22,6 +22,7 @@
  */
 import { spawn } from 'node:child_process';
 import { kill } from 'node:process';
+import { later, type Cancel } from '../_clock.ts';
 import { ClosedError } from '../errors.ts';
 import { Limiter } from '../limiter.ts';
 import type { CliIo } from './io.ts';
@@ -249,9 +250,9 @@ export class ExecCommand implements Command<ExecTask> {
       const stderr = new Capture(maxOutput);
       let timedOut = false;
       let cancelled = false;
-      let killTimer: ReturnType<typeof setTimeout> | undefined;
-      let timeoutTimer: ReturnType<typeof setTimeout> | undefined;
-      let outputTimer: ReturnType<typeof setTimeout> | undefined;
+      let killTimer: Cancel | undefined;
+      let timeoutTimer: Cancel | undefined;
+      let outputTimer: Cancel | undefined;
       let outputAbandoned = false;
       let settled = false;
       const child = spawn('/bin/sh', ['-c', cmd], {
@@ -264,9 +265,9 @@ export class ExecCommand implements Command<ExecTask> {
       const terminate = (): void => {
         if (pid === undefined || killTimer !== undefined) return;
         killGroup(pid, 'SIGTERM');
-        killTimer = setTimeout(() => {
+        killTimer = later(KILL_GRACE, () => {
           killGroup(pid, 'SIGKILL');
-        }, KILL_GRACE);
+        });
       };
       const onAbort = (): void => {
         cancelled = true;
@@ -275,9 +276,9 @@ export class ExecCommand implements Command<ExecTask> {
       const finish = (code: number | null, exitSignal: string | null, failure?: Error): void => {
         if (settled) return;
         settled = true;
-        if (timeoutTimer !== undefined) clearTimeout(timeoutTimer);
-        if (killTimer !== undefined) clearTimeout(killTimer);
-        if (outputTimer !== undefined) clearTimeout(outputTimer);
+        timeoutTimer?.();
+        killTimer?.();
+        outputTimer?.();
         signal.removeEventListener('abort', onAbort);
         if (pid !== undefined) {
           this.#groups.delete(pid);
@@ -315,13 +316,13 @@ export class ExecCommand implements Command<ExecTask> {
       });
       child.on('exit', (code, exitSignal) => {
         // The command is over: a timeout can no longer apply. Its output gets a grace to close.
-        if (timeoutTimer !== undefined) clearTimeout(timeoutTimer);
-        outputTimer = setTimeout(() => {
+        timeoutTimer?.();
+        outputTimer = later(OUTPUT_GRACE, () => {
           outputAbandoned = true;
           child.stdout.destroy();
           child.stderr.destroy();
           finish(code, exitSignal);
-        }, OUTPUT_GRACE);
+        });
       });
       if (pid === undefined) return; // spawning failed: 'error' follows
       this.#groups.add(pid);
@@ -330,10 +331,10 @@ export class ExecCommand implements Command<ExecTask> {
       if (signal.aborted) onAbort();
       else signal.addEventListener('abort', onAbort, { once: true });
       if (timeoutMs !== undefined) {
-        timeoutTimer = setTimeout(() => {
+        timeoutTimer = later(timeoutMs, () => {
           timedOut = true;
           terminate();
-        }, timeoutMs);
+        });
       }
     });
   }

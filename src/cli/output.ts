@@ -15,6 +15,7 @@ import { createWriteStream } from 'node:fs';
 import { rename, rm } from 'node:fs/promises';
 import type { Writable } from 'node:stream';
 import type { CliIo } from './io.ts';
+import { later, type Cancel } from '../_clock.ts';
 
 const BATCH = 64 * 1024;
 /** A batch this full is written: the next record would likely not fit. */
@@ -35,7 +36,7 @@ export class Output {
   /** Batches written out, to fill again. */
   readonly #spares: Buffer[] = [];
   #size = 0;
-  #timer: ReturnType<typeof setTimeout> | undefined;
+  #timer: Cancel | undefined;
   #blocked = false;
   #failure: Error | undefined;
   /** Called when the output can take more (after backpressure), or failed. */
@@ -114,13 +115,13 @@ export class Output {
     batch[size] = NEWLINE;
     this.#size = size + 1;
     if (this.#size >= FULL) this.flush();
-    else this.#timer ??= setTimeout(this.#flushLater, LINGER);
+    else this.#timer ??= later(LINGER, this.#flushLater);
   }
 
   /** Writes what is queued. */
   flush(): void {
     if (this.#timer !== undefined) {
-      clearTimeout(this.#timer);
+      this.#timer();
       this.#timer = undefined;
     }
     const batch = this.#batch;

@@ -5,6 +5,7 @@
  * TERM is "dumb"; without colour, no escape codes of any kind.
  */
 import type { CliIo } from './io.ts';
+import { every, type Cancel } from '../_clock.ts';
 
 /** The counters a run keeps and the progress line shows. */
 export interface RunStats {
@@ -70,7 +71,7 @@ export class Progress {
   readonly #started = performance.now();
   /** Recent (time, done) samples: the rate is measured over the last few seconds. */
   readonly #samples: [number, number][] = [];
-  #timer: ReturnType<typeof setInterval> | undefined;
+  #timer: Cancel | undefined;
   #lastWidth = 0;
 
   constructor(io: CliIo, stats: RunStats, options: ProgressOptions) {
@@ -91,13 +92,12 @@ export class Progress {
       return;
     }
     const interval = this.#live ? LIVE_INTERVAL : (this.#options.plainInterval ?? 5000);
-    this.#timer = setInterval(this.#tick, interval);
-    this.#timer.unref();
+    this.#timer = every(interval, this.#tick, true);
   }
 
   /** Stops, and prints the summary (unless quiet), with how the run ended if it ended early. */
   stop(ending?: string): void {
-    if (this.#timer !== undefined) clearInterval(this.#timer);
+    this.#timer?.();
     this.#timer = undefined;
     if (this.#options.quiet) return;
     const summary = this.summary(ending);

@@ -24,6 +24,7 @@ import type { Output } from './output.ts';
 import type { Progress, RunStats } from './progress.ts';
 import type { ReportSink, RunEntry } from './report-data.ts';
 import type { Previous } from './resume.ts';
+import { later, type Cancel } from '../_clock.ts';
 
 /** How one line ended. Times are `performance.now()` readings. */
 export interface Outcome {
@@ -115,7 +116,7 @@ export class Run<T> {
   #wake: (() => void) | undefined;
   #interrupted = false;
   #killed = false;
-  #grace: ReturnType<typeof setTimeout> | undefined;
+  #grace: Cancel | undefined;
   #error: string | undefined;
   #kill: ((result: RunResult) => void) | undefined;
 
@@ -139,7 +140,7 @@ export class Run<T> {
       return await Promise.race([this.#finish(), killed]);
     } finally {
       unsubscribe();
-      if (this.#grace !== undefined) clearTimeout(this.#grace);
+      this.#grace?.();
     }
   }
 
@@ -328,10 +329,8 @@ export class Run<T> {
   /** Waits until nothing runs. */
   async #idle(): Promise<void> {
     while (this.#active > 0 && !this.#killed) await this.#sleep();
-    if (this.#grace !== undefined) {
-      clearTimeout(this.#grace);
-      this.#grace = undefined;
-    }
+    this.#grace?.();
+    this.#grace = undefined;
   }
 
   #sleep(): Promise<void> {
@@ -348,10 +347,10 @@ export class Run<T> {
     if (!this.#interrupted) {
       this.#interrupted = true;
       this.#command.stop();
-      this.#grace = setTimeout(() => {
+      this.#grace = later(this.#o.graceMs, () => {
         this.#grace = undefined;
         this.#command.cancel();
-      }, this.#o.graceMs);
+      });
       this.#notify();
       return;
     }

@@ -22,6 +22,7 @@
  */
 import { PerformanceObserver } from 'node:perf_hooks';
 import { getHeapSpaceStatistics, setFlagsFromString } from 'node:v8';
+import { every } from '../_clock.ts';
 
 /** The interrupt budget, in bytes of bytecode: a quarter of V8's default. */
 export const INTERRUPT_BUDGET = 16 * 1024;
@@ -89,7 +90,7 @@ export function capYoungGeneration(bytes: number): void {
   };
   const observer = new PerformanceObserver(update);
   update();
-  setInterval(update, 1000).unref();
+  every(1000, update, true);
 }
 
 function newSpaceSize(): number {

@@ -26,6 +26,7 @@ import { once } from 'node:events';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as v from '../_validate.ts';
+import { later, type Cancel } from '../_clock.ts';
 
 /** Options of {@link startDemoServer}. */
 export interface DemoServerOptions {
@@ -161,7 +162,7 @@ export async function startDemoServer(options: DemoServerOptions = {}): Promise<
     lastAt: undefined,
   };
   let admitted = 0;
-  const pending = new Set<NodeJS.Timeout>();
+  const pending = new Set<Cancel>();
 
   const handle = (req: IncomingMessage, res: ServerResponse): void => {
     stats.requests++;
@@ -214,16 +215,16 @@ export async function startDemoServer(options: DemoServerOptions = {}): Promise<
     }
     admitted++;
     holdsSlot = true;
-    const timer = setTimeout(() => {
+    const timer = later(delayMs, () => {
       pending.delete(timer);
       stats.ok++;
       finish();
       send(res, 200, post(id));
-    }, delayMs);
+    });
     pending.add(timer);
     // A client that goes away before its answer leaves nothing behind.
     res.on('close', () => {
-      clearTimeout(timer);
+      timer();
       pending.delete(timer);
     });
   };
@@ -237,7 +238,7 @@ export async function startDemoServer(options: DemoServerOptions = {}): Promise<
     url: `http://127.0.0.1:${bound}`,
     stats: () => ({ ...stats, rejected: { ...stats.rejected } }),
     async close() {
-      for (const timer of pending) clearTimeout(timer);
+      for (const cancel of pending) cancel();
       pending.clear();
       const closed = once(server, 'close');
       server.close();

@@ -32,6 +32,7 @@
  */
 import { maxHeaderSize } from 'node:http';
 import { connect, type Socket } from 'node:net';
+import { later, type Cancel } from '../_clock.ts';
 
 /** What receives a response. Chunks are only valid during the call unless `keepsBody`. */
 export interface WireHandler {
@@ -194,7 +195,7 @@ export class Pool {
   readonly idle: Connection[] = [];
   /** Every open connection. */
   readonly open = new Set<Connection>();
-  #sweep: NodeJS.Timeout | undefined = undefined;
+  #sweep: Cancel | undefined = undefined;
 
   constructor(wire: Wire, origin: string, host: string, port: number) {
     this.wire = wire;
@@ -219,7 +220,7 @@ export class Pool {
   release(connection: Connection, expires: number): void {
     connection.expires = expires;
     this.idle.push(connection);
-    this.#sweep ??= setTimeout(this.#clean, IDLE_MS).unref();
+    this.#sweep ??= later(IDLE_MS, this.#clean, true);
   }
 
   /** `connection` was made. */
@@ -234,7 +235,7 @@ export class Pool {
     const at = this.idle.indexOf(connection);
     if (at !== -1) this.idle.splice(at, 1);
     if (this.open.size === 0) {
-      if (this.#sweep !== undefined) clearTimeout(this.#sweep);
+      this.#sweep?.();
       this.#sweep = undefined;
       this.wire.emptied(this);
     }
@@ -251,7 +252,7 @@ export class Pool {
     this.#sweep = undefined;
     const now = Date.now();
     for (const connection of this.idle.filter((c) => c.expires <= now)) connection.destroy();
-    if (this.idle.length > 0) this.#sweep = setTimeout(this.#clean, IDLE_MS).unref();
+    if (this.idle.length > 0) this.#sweep = later(IDLE_MS, this.#clean, true);
   };
 }
 
