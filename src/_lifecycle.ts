@@ -23,6 +23,12 @@
  *
  * The overflow policies, the room queue and the waiters for idle, empty and room are in
  * `_room.ts`, which this extends.
+ *
+ * Its size (about 580 lines): the transitions of one state machine read and write the same
+ * counters and lists, and keeping them in one class is what makes each rule (the close check, the
+ * detach before an abort, the release after the outcome) live in one place. What is not a
+ * transition is elsewhere: the task and attempt objects (`_task.ts`), admission (`_room.ts`),
+ * the gates (`_gates.ts`), the retry decision (`retry.ts`).
  */
 import { Deadlines } from './_deadlines.ts';
 import { Timer, type Clock } from './_clock.ts';

@@ -11,6 +11,9 @@
  *
  * Invariants: those of the life cycle; and the limiter is a gate itself (`acquire()` takes the
  * permits of its own gate and of every gate given to it, `tryAcquire()` the same or nothing).
+ *
+ * Its size (about 480 lines) is its public face: the options, events and statistics types and the
+ * documentation of each method are most of it; the behaviour is the life cycle's.
  */
 import { EventEmitter } from 'node:events';
 import { makePermit, parseRequest, request, tooHeavy } from './_acquire.ts';

@@ -12,6 +12,10 @@
  *   blocks lighter requests behind it (no barging);
  * - a cancelled request leaves the semaphore exactly as if it had never asked;
  * - every queued promise settles.
+ *
+ * Its size (about 430 lines): the `run()` / `limit()` fast path (one object per queued task, a
+ * microtask for p-limit's timing) lives beside the class it serves, and would only be imported
+ * back from a file of its own.
  */
 import { AsyncResource } from 'node:async_hooks';
 import { makePermit, request, tooHeavy } from './_acquire.ts';

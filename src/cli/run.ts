@@ -17,6 +17,9 @@
  *
  * An output that fails (its reader gone: `| head -1`) can take no more records: nothing more is
  * started, what runs is cancelled, and the rest of the input is left unread.
+ *
+ * Its size (about 430 lines): the loop, its window, its interrupts and its ordering share their
+ * state; what a line means is the command's (`fetch.ts`, `exec.ts`).
  */
 import { isBlank, type Input } from './input.ts';
 import type { CliIo } from './io.ts';
