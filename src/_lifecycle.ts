@@ -33,11 +33,10 @@
 import { Deadlines } from './_deadlines.ts';
 import { Timer, type Clock } from './_clock.ts';
 import { NEVER_ABORTED, tooHeavy } from './_acquire.ts';
-import { Engine, type Waiter } from './_engine.ts';
+import { Engine } from './_engine.ts';
 import { passGates, releaseAll } from './_gates.ts';
 import { Pace, type Pacer } from './_pace.ts';
 import { Room, type Overflow } from './_room.ts';
-import { onAbort } from './_signals.ts';
 import {
   Attempt,
   State,
@@ -47,7 +46,7 @@ import {
   type TaskHost,
   type TaskRunner,
 } from './_task.ts';
-import { watchAbort } from './_signals.ts';
+import { onAbort, watchAbort } from './_signals.ts';
 import * as v from './_validate.ts';
 import { TimeoutError } from './errors.ts';
 import type { Gate, Permit, ReleaseOutcome } from './gate.ts';
@@ -583,5 +582,3 @@ export class Lifecycle extends Room implements TaskHost {
   }
 }
 
-/** The waiters of a line that the life cycle fails or serves (re-exported for the shells). */
-export type { Waiter };
