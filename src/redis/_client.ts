@@ -1,0 +1,190 @@
+/**
+ * The small Redis interface the shared gates use, and its adapters: node-redis (`redis` 6, the
+ * default) and ioredis. Everything the gates ask of Redis is here: run a script (EVALSHA, with
+ * EVAL when the server does not have it: a restart, a failover or `SCRIPT FLUSH` empties its
+ * cache, and in a Cluster each node has its own), and listen on a channel with sharded pub/sub
+ * (`SSUBSCRIBE`, Redis 7.0+), which a Cluster routes to the node of the channel's hash slot.
+ *
+ * Neither client is imported here: the caller hands over its own connected client, and the
+ * adapter is chosen by its shape.
+ *
+ * Invariants: a script is sent by its SHA1 first, and its source at most once per NOSCRIPT;
+ * every subscription made is undone by the function it returns; an adapter never swallows an
+ * error (a lost connection rejects the call that needed it).
+ */
+import { createHash } from 'node:crypto';
+import * as v from '../_validate.ts';
+
+/** A Lua script, with its SHA1 computed once. */
+export class Script {
+  readonly name: string;
+  readonly source: string;
+  readonly sha: string;
+
+  constructor(name: string, source: string) {
+    this.name = name;
+    this.source = source;
+    this.sha = createHash('sha1').update(source).digest('hex');
+  }
+}
+
+/** What a script may return: Redis replies as node-redis and ioredis give them. */
+export type Reply = null | number | string | Buffer | Reply[];
+
+/** A channel being listened to; `close()` unsubscribes (idempotent). */
+export interface Subscription {
+  close(): Promise<void>;
+}
+
+/** What the shared gates need of a Redis client. */
+export interface RedisClient {
+  /** Runs `script` with `keys` and `args`: EVALSHA, then EVAL on NOSCRIPT. */
+  run(script: Script, keys: readonly string[], args: readonly (string | number)[]): Promise<Reply>;
+  /**
+   * Calls `listener` with each message published (SPUBLISH) on `channel`, on a connection of its
+   * own, until the subscription is closed. Resolves once the server has confirmed it.
+   */
+  subscribe(channel: string, listener: (message: string) => void): Promise<Subscription>;
+}
+
+/** Whether an error is Redis saying it does not have the script. */
+function isNoScript(error: unknown): boolean {
+  return error instanceof Error && error.message.startsWith('NOSCRIPT');
+}
+
+/** EVALSHA, then EVAL once if the server does not have the script. */
+async function evalWithFallback(
+  send: (command: string[]) => Promise<unknown>,
+  script: Script,
+  keys: readonly string[],
+  args: readonly (string | number)[],
+): Promise<Reply> {
+  const rest = [String(keys.length), ...keys, ...args.map(String)];
+  try {
+    return (await send(['EVALSHA', script.sha, ...rest])) as Reply;
+  } catch (error) {
+    if (!isNoScript(error)) throw error;
+    return (await send(['EVAL', script.source, ...rest])) as Reply;
+  }
+}
+
+/** The part of a node-redis (v4–v6) client used here. */
+interface NodeRedisLike {
+  sendCommand(args: string[]): Promise<unknown>;
+  duplicate(): NodeRedisLike;
+  connect(): Promise<unknown>;
+  sSubscribe(channel: string, listener: (message: string) => void): Promise<void>;
+  sUnsubscribe(channel: string): Promise<void>;
+  close?(): Promise<void>;
+  quit?(): Promise<unknown>;
+  destroy?(): void;
+  on(event: 'error', listener: (error: Error) => void): unknown;
+}
+
+/** The part of an ioredis (v5–v6) client used here. */
+interface IoRedisLike {
+  call(command: string, ...args: string[]): Promise<unknown>;
+  duplicate(): IoRedisLike;
+  ssubscribe(channel: string): Promise<unknown>;
+  sunsubscribe(channel: string): Promise<unknown>;
+  on(event: 'smessage', listener: (channel: string, message: string) => void): unknown;
+  on(event: 'error', listener: (error: Error) => void): unknown;
+  quit(): Promise<unknown>;
+  disconnect(): void;
+  status?: string;
+}
+
+function isNodeRedis(client: unknown): client is NodeRedisLike {
+  const c = client as Partial<NodeRedisLike> | null;
+  return (
+    typeof c?.sendCommand === 'function' &&
+    typeof c.sSubscribe === 'function' &&
+    typeof c.duplicate === 'function'
+  );
+}
+
+function isIoRedis(client: unknown): client is IoRedisLike {
+  const c = client as Partial<IoRedisLike> | null;
+  return (
+    typeof c?.call === 'function' &&
+    typeof c.ssubscribe === 'function' &&
+    typeof c.duplicate === 'function'
+  );
+}
+
+/** A node-redis client (`createClient()` from `redis`, connected) as a {@link RedisClient}. */
+export function fromNodeRedis(client: NodeRedisLike): RedisClient {
+  return {
+    run: (script, keys, args) =>
+      evalWithFallback((command) => client.sendCommand(command), script, keys, args),
+    async subscribe(channel, listener) {
+      const subscriber = client.duplicate();
+      // A subscriber's errors are the subscription's: without a listener, one would end the process.
+      subscriber.on('error', () => undefined);
+      await subscriber.connect();
+      await subscriber.sSubscribe(channel, listener);
+      let closed: Promise<void> | undefined;
+      return {
+        close: () =>
+          (closed ??= (async () => {
+            try {
+              await subscriber.sUnsubscribe(channel);
+            } finally {
+              if (subscriber.close !== undefined) await subscriber.close();
+              else if (subscriber.quit !== undefined) await subscriber.quit();
+              else subscriber.destroy?.();
+            }
+          })()),
+      };
+    },
+  };
+}
+
+/** An ioredis client (`new Redis()`) as a {@link RedisClient}. */
+export function fromIoRedis(client: IoRedisLike): RedisClient {
+  return {
+    run: (script, keys, args) =>
+      evalWithFallback(
+        ([command, ...rest]) => client.call(command as string, ...rest),
+        script,
+        keys,
+        args,
+      ),
+    async subscribe(channel, listener) {
+      const subscriber = client.duplicate();
+      subscriber.on('error', () => undefined);
+      subscriber.on('smessage', (from, message) => {
+        if (from === channel) listener(message);
+      });
+      await subscriber.ssubscribe(channel);
+      let closed: Promise<void> | undefined;
+      return {
+        close: () =>
+          (closed ??= (async () => {
+            try {
+              await subscriber.sunsubscribe(channel);
+            } finally {
+              await subscriber.quit().catch(() => {
+                subscriber.disconnect();
+              });
+            }
+          })()),
+      };
+    },
+  };
+}
+
+/**
+ * The client a shared gate was given, as a {@link RedisClient}: a node-redis or an ioredis client
+ * (told apart by their methods), or an adapter already. Throws a TypeError naming `name` for
+ * anything else.
+ */
+export function redisClient(name: string, client: unknown): RedisClient {
+  const c = client as Partial<RedisClient> | null;
+  if (typeof c?.run === 'function' && typeof c.subscribe === 'function') return c as RedisClient;
+  if (isNodeRedis(client)) return fromNodeRedis(client);
+  if (isIoRedis(client)) return fromIoRedis(client);
+  throw new TypeError(
+    `Expected \`${name}\` to be a connected Redis client (node-redis's createClient() or ioredis), got ${v.describe(client)}`,
+  );
+}

@@ -1,0 +1,174 @@
+/**
+ * Real Redis servers for the tests: each test starts its own `redis-server` on a free port on
+ * 127.0.0.1, with nothing saved to disk, so that it can kill it, pause it and restart it (its data
+ * lost, as after a crash) without touching any other test.
+ *
+ * Where `redis-server` is missing, the tests that need it are skipped, except in CI (`CI=true`),
+ * where they fail: `.ci/run` installs it.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { connect, createServer, type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+/** Whether `redis-server` can be run here. */
+export const redisInstalled: boolean =
+  spawnSync('redis-server', ['--version'], { stdio: 'ignore' }).status === 0;
+
+/**
+ * What a test that needs Redis passes to `it()` / `describe()`: skipped when there is no
+ * `redis-server`, unless in CI, where the test then fails on its own.
+ */
+export const needsRedis: { skip: string | false } = {
+  skip: redisInstalled || process.env.CI === 'true' ? false : 'redis-server is not installed',
+};
+
+/** A free TCP port on 127.0.0.1 (free when asked; a server started at once gets it). */
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((resolve) => {
+    server.close(() => {
+      resolve();
+    });
+  });
+  return port;
+}
+
+/** Sends one inline command and resolves to the first line of the reply. */
+function ask(port: number, command: string, password?: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1');
+    let reply = '';
+    socket.setEncoding('utf8');
+    socket.on('connect', () => {
+      socket.write(`${password === undefined ? '' : `AUTH ${password}\r\n`}${command}\r\n`);
+    });
+    socket.on('data', (chunk: string) => {
+      reply += chunk;
+      const lines = reply.split('\r\n');
+      const wanted = password === undefined ? 1 : 2;
+      if (lines.length > wanted) {
+        socket.destroy();
+        resolve(lines[wanted - 1]!);
+      }
+    });
+    socket.on('error', reject);
+  });
+}
+
+export interface RedisServerOptions {
+  /** `requirepass`: clients must AUTH. */
+  password?: string;
+  /** More `redis-server` arguments (`['--cluster-enabled', 'yes']`). */
+  args?: string[];
+}
+
+/** A `redis-server` process of a test's own. */
+export class RedisServer {
+  readonly port: number;
+  readonly #options: RedisServerOptions;
+  readonly #dir: string;
+  #process: ChildProcess | undefined;
+
+  private constructor(port: number, options: RedisServerOptions) {
+    this.port = port;
+    this.#options = options;
+    this.#dir = mkdtempSync(join(tmpdir(), 'sluice-redis-'));
+  }
+
+  /** Starts a server on a free port and resolves once it answers PING. */
+  static async start(options: RedisServerOptions = {}): Promise<RedisServer> {
+    const server = new RedisServer(await freePort(), options);
+    await server.#spawn();
+    return server;
+  }
+
+  /** `redis://127.0.0.1:PORT` (with the password, if it has one). */
+  get url(): string {
+    const auth = this.#options.password === undefined ? '' : `:${this.#options.password}@`;
+    return `redis://${auth}127.0.0.1:${this.port}`;
+  }
+
+  /** The server process's id (undefined while it is not running). */
+  get pid(): number | undefined {
+    return this.#process?.pid;
+  }
+
+  async #spawn(): Promise<void> {
+    const args = [
+      '--port',
+      String(this.port),
+      '--bind',
+      '127.0.0.1',
+      '--save',
+      '',
+      '--appendonly',
+      'no',
+      '--dir',
+      this.#dir,
+      '--protected-mode',
+      'no',
+      ...(this.#options.password === undefined ? [] : ['--requirepass', this.#options.password]),
+      ...(this.#options.args ?? []),
+    ];
+    const child = spawn('redis-server', args, { stdio: ['ignore', 'ignore', 'inherit'] });
+    this.#process = child;
+    child.on('exit', () => {
+      if (this.#process === child) this.#process = undefined;
+    });
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      try {
+        if ((await ask(this.port, 'PING', this.#options.password)) === '+PONG') return;
+      } catch {
+        // not listening yet
+      }
+      if ((this.#process as ChildProcess | undefined) === undefined) {
+        throw new Error(`redis-server on ${this.port} exited`);
+      }
+      if (Date.now() > deadline) throw new Error(`redis-server on ${this.port} did not start`);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  }
+
+  /** Sends one command (inline) and resolves to the first line of its reply. */
+  command(command: string): Promise<string> {
+    return ask(this.port, command, this.#options.password);
+  }
+
+  /** SIGSTOP: the server stops answering, its connections stay open. */
+  pause(): void {
+    this.#process?.kill('SIGSTOP');
+  }
+
+  /** SIGCONT, after `pause()`. */
+  resume(): void {
+    this.#process?.kill('SIGCONT');
+  }
+
+  /** Kills the server at once (SIGKILL), as a crash would; resolves once it has exited. */
+  async kill(): Promise<void> {
+    const child = this.#process;
+    if (child === undefined) return;
+    child.kill('SIGCONT');
+    child.kill('SIGKILL');
+    if (child.exitCode === null && child.signalCode === null) await once(child, 'exit');
+  }
+
+  /** Kills it and starts it again on the same port: its data is lost, as after a crash. */
+  async restart(): Promise<void> {
+    await this.kill();
+    await this.#spawn();
+  }
+
+  /** Stops the server and removes its directory. */
+  async stop(): Promise<void> {
+    await this.kill();
+    rmSync(this.#dir, { recursive: true, force: true });
+  }
+}
