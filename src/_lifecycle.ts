@@ -42,6 +42,7 @@ import {
   State,
   Task,
   TaskList,
+  type Held,
   type TaskFn,
   type TaskHost,
   type TaskRunner,
@@ -178,17 +179,7 @@ export class Lifecycle extends Room implements TaskHost {
     if (signal?.aborted === true) throw signal.reason;
     const heavy = tooHeavy(this.engine, weight);
     if (heavy !== undefined) throw heavy;
-    return new Task(
-      this,
-      this.#nextId++,
-      fn,
-      runner,
-      weight,
-      priority,
-      timeout,
-      signal,
-      this.retry,
-    );
+    return new Task(this, this.#nextId++, fn, runner, weight, priority, timeout, signal);
   }
 
   /** A new task starts watching its signal and is admitted. */
@@ -281,7 +272,7 @@ export class Lifecycle extends Room implements TaskHost {
       this.checkIdle();
       return;
     }
-    attempt.permits = permits;
+    attempt.held = { permits, startedAt: 0, unwatch: undefined };
     this.#start(task, attempt);
   }
 
@@ -304,7 +295,7 @@ export class Lifecycle extends Room implements TaskHost {
     this.active++;
     this.#running.add(task);
     if (task.timeout !== Infinity) this.#deadlines.add(attempt, task.timeout);
-    if (attempt.permits !== undefined) this.#watchPermits(attempt, attempt.permits);
+    if (attempt.held !== undefined) this.#watchPermits(attempt, attempt.held);
     task.policy?.budget?.recordCall();
     if (this.events.listenerCount('active') > 0) this.events.emit('active', task.info());
     let result: unknown;
@@ -337,16 +328,16 @@ export class Lifecycle extends Room implements TaskHost {
   }
 
   /** A permit lost while the attempt runs (a lease not renewed in time) aborts the attempt. */
-  #watchPermits(attempt: Attempt, permits: readonly Permit[]): void {
-    attempt.startedAt = this.engine.clock.now();
-    for (const permit of permits) {
+  #watchPermits(attempt: Attempt, held: Held): void {
+    held.startedAt = this.engine.clock.now();
+    for (const permit of held.permits) {
       const signal = permit.signal;
       if (signal === NEVER_ABORTED) continue;
       if (signal.aborted) {
         attempt.abort(signal.reason);
         continue;
       }
-      (attempt.unwatch ??= []).push(
+      (held.unwatch ??= []).push(
         onAbort(signal, () => {
           attempt.abort(signal.reason);
         }),
@@ -368,15 +359,15 @@ export class Lifecycle extends Room implements TaskHost {
         else this.#attemptFailed(task, attempt, outcome, true);
       }
     }
-    const permits = attempt.permits;
-    if (permits !== undefined) {
-      if (attempt.unwatch !== undefined) for (const stop of attempt.unwatch) stop();
+    const held = attempt.held;
+    if (held !== undefined) {
+      if (held.unwatch !== undefined) for (const stop of held.unwatch) stop();
       const result: ReleaseOutcome = {
         ok,
-        latencyMs: this.engine.clock.now() - attempt.startedAt,
+        latencyMs: this.engine.clock.now() - held.startedAt,
       };
       if (!ok && isDrop(outcome, attempt)) result.dropped = true;
-      releaseAll(permits, result);
+      releaseAll(held.permits, result);
     }
     // The release tells waiters of the room and of an empty line: what is left to tell is
     // whether the limiter went idle, once its permits are back.

@@ -95,12 +95,24 @@ export interface TaskHost {
   finish(task: Task, ok: boolean, outcome: unknown): void;
   /** The caller's signal aborted. */
   abort(task: Task, reason: unknown): void;
+  /** The limiter's retry rules (none: no retry). */
+  readonly retry: RetryPolicy | undefined;
   /** The attempt's promise (or runner) settled. */
   settle(task: Task, attempt: Attempt, ok: boolean, outcome: unknown): void;
 }
 
 function noop(): void {
   // placeholder resolver
+}
+
+/** The permits an attempt holds of the gates given to its limiter. */
+export interface Held {
+  /** One per gate, in the order they were taken. */
+  readonly permits: Permit[];
+  /** When the attempt started, on the limiter's clock (for the latency its release reports). */
+  startedAt: number;
+  /** Stops watching the permits' signals. */
+  unwatch: (() => void)[] | undefined;
 }
 
 /**
@@ -115,14 +127,10 @@ export class Attempt extends Due implements TaskContext {
   #aborted = false;
   settled = false;
   timedOut = false;
-  /** The permits it holds of the gates given to the limiter, in the order they were taken. */
-  permits: Permit[] | undefined = undefined;
-  /** When it started, on the limiter's clock (read only when it holds gates' permits). */
-  startedAt = 0;
+  /** What it holds of the gates given to the limiter (none: one object less per attempt). */
+  held: Held | undefined = undefined;
   /** A retry decided before the attempt ended (see `decide()`): it stands, whatever comes. */
   decision: RetryDecision | undefined = undefined;
-  /** Stops watching its permits' signals. */
-  unwatch: (() => void)[] | undefined = undefined;
 
   constructor(task: Task, attempt: number) {
     super();
@@ -220,8 +228,6 @@ export class Task implements Waiter, AbortListener {
   readonly timeout: number;
   readonly signal: AbortSignal | undefined;
   readonly host: TaskHost;
-  /** Its retry rules: the runner's, or the limiter's (none: no retry). */
-  readonly policy: RetryPolicy | undefined;
   /** The caller's async context: the runner's, or the task's own. */
   readonly scope: AsyncResource;
   resolve: (value: unknown) => void = noop;
@@ -246,7 +252,6 @@ export class Task implements Waiter, AbortListener {
     priority: number,
     timeout: number,
     signal: AbortSignal | undefined,
-    policy: RetryPolicy | undefined,
   ) {
     this.host = host;
     this.scope = runner?.scope ?? new AsyncResource('sluice.limiter');
@@ -258,7 +263,11 @@ export class Task implements Waiter, AbortListener {
     this.priority = priority;
     this.timeout = timeout;
     this.signal = signal;
-    this.policy = runner?.retry ?? policy;
+  }
+
+  /** Its retry rules: the runner's, or the limiter's (none: no retry). Not a field: one less per task. */
+  get policy(): RetryPolicy | undefined {
+    return this.runner?.retry ?? this.host.retry;
   }
 
   grant(): void {
