@@ -131,6 +131,11 @@ export interface CloseOptions {
   deadline?: number;
 }
 
+/** A gate that can stop admitting for a while: a shared rate limiter's pause. */
+export interface Pausable {
+  pauseFor(ms: number): unknown;
+}
+
 /**
  * Gates a keyed limiter adds to each key's limiter (its global gates), around the key's own:
  * see `OUTER_GATES`. @internal
@@ -160,6 +165,8 @@ interface SplitOptions {
   concurrencyGate: Gate | undefined;
   parsedRate: ParsedRate;
   gates: Gate[];
+  /** The gates given to this limiter itself (not a keyed limiter's global ones). */
+  own: Gate[];
 }
 
 function splitOptions(options: KeyLimiterOptions): SplitOptions {
@@ -172,7 +179,8 @@ function splitOptions(options: KeyLimiterOptions): SplitOptions {
     ...rateGates,
     ...(outer?.rate ?? []),
   ];
-  return { capacity, concurrencyGate, parsedRate, gates };
+  const own = [...(concurrencyGate === undefined ? [] : [concurrencyGate]), ...rateGates];
+  return { capacity, concurrencyGate, parsedRate, gates, own };
 }
 
 function parseRetry(retry: LimiterOptions['retry']): RetryPolicy | undefined {
@@ -215,14 +223,19 @@ export class Limiter extends EventEmitter<LimiterEvents> implements SyncGate {
   #parsedRate: ParsedRate;
   /** `pause()` was called (and not `resume()`). */
   #paused = false;
+  /** Its own gates that can be paused (a shared rate limiter): `pauseFor()` pauses them too. */
+  readonly #pausable: (Gate & Pausable)[];
   /** The end of the latest `pauseFor()`. */
   #pausedUntil = -Infinity;
 
   constructor(options: LimiterOptions = {}) {
     super();
     v.options('options', options);
-    const { capacity, concurrencyGate, parsedRate, gates } = splitOptions(options);
+    const { capacity, concurrencyGate, parsedRate, gates, own } = splitOptions(options);
     this.#concurrencyGate = concurrencyGate;
+    this.#pausable = own.filter(
+      (gate): gate is Gate & Pausable => typeof (gate as Partial<Pausable>).pauseFor === 'function',
+    );
     this.#parsedRate = parsedRate;
     const retry = parseRetry(options.retry);
     const timeout =
@@ -394,7 +407,9 @@ export class Limiter extends EventEmitter<LimiterEvents> implements SyncGate {
 
   /**
    * Starts no task for `ms` milliseconds (what a 429 with Retry-After calls for). A later
-   * `pauseFor` that ends sooner does not shorten the pause; `resume()` does not end it.
+   * `pauseFor` that ends sooner does not shorten the pause; `resume()` does not end it. The gates
+   * given to this limiter that can pause themselves (`pauseFor(ms)`: a rate shared through Redis)
+   * are paused too.
    */
   pauseFor(ms: number): void {
     v.number('ms', ms, 0, true);
@@ -402,6 +417,14 @@ export class Limiter extends EventEmitter<LimiterEvents> implements SyncGate {
     this.#pausedUntil = Math.max(this.#pausedUntil, lifecycle.engine.clock.now() + ms);
     if (!this.#paused) lifecycle.pace.pausedUntil = this.#pausedUntil;
     lifecycle.syncPacer();
+    // A gate that can pause (a rate shared with other processes) pauses for everyone sharing it:
+    // one process's 429 holds them all.
+    // Its promise (a round trip) is not waited for; should it fail, this process's own pause
+    // still holds.
+    for (const gate of this.#pausable) {
+      const paused = gate.pauseFor(ms);
+      if (v.isThenable(paused)) paused.then(undefined, noop);
+    }
   }
 
   /** Resolves when nothing runs, waits or backs off. */
@@ -481,3 +504,7 @@ export class Limiter extends EventEmitter<LimiterEvents> implements SyncGate {
 }
 
 export type { RetryInfo };
+
+function noop(): void {
+  // a shared pause that failed: the local one holds
+}

@@ -14,7 +14,13 @@ import type { RateSpec } from '../_parse.ts';
 import type { Gate } from '../gate.ts';
 import { parseRateOptions, parseRatesAndGates } from '../rate.ts';
 import { RetryPolicy, type RetryOptions } from '../retry.ts';
-import type { HttpOptions, HttpRetryOptions, OriginLimits, RequestReport } from './client.ts';
+import type {
+  HttpOptions,
+  HttpRetryOptions,
+  OriginGates,
+  OriginLimits,
+  RequestReport,
+} from './client.ts';
 import { IDEMPOTENT, TOKEN } from './_h1.ts';
 
 /** The options, checked, with their defaults. */
@@ -25,6 +31,7 @@ export interface CheckedOptions {
   perOrigin: OriginLimits;
   /** The limits of particular origins (over `perOrigin`), by origin. */
   origins: ReadonlyMap<string, OriginLimits>;
+  originGates: ((origin: string) => OriginGates) | undefined;
   /** The retry rules, `maxRetryAfter` included. */
   policy: RetryPolicy;
   methods: ReadonlySet<string>;
@@ -40,6 +47,7 @@ export function checkOptions(options: HttpOptions): CheckedOptions {
   v.options('options', options);
   const perOrigin = checkLimits('perOrigin', options.perOrigin);
   if (options.onReport !== undefined) v.fn('onReport', options.onReport);
+  if (options.originGates !== undefined) v.fn('originGates', options.originGates);
   const { capacity, gate } = concurrencyOption('concurrency', options.concurrency);
   const { gates } = parseRatesAndGates({ rate: options.rate });
   const specs = options.rate === undefined ? [] : [options.rate].flat().filter((r) => !isGate(r));
@@ -52,6 +60,7 @@ export function checkOptions(options: HttpOptions): CheckedOptions {
     rate: [...(specs as RateSpec[]), ...gates],
     perOrigin,
     origins: checkOrigins(options.origins, perOrigin),
+    originGates: options.originGates,
     ...checkRetry(options.retry ?? 2, maxRetryAfter),
     timeout:
       options.timeout === undefined ? Infinity : v.number('timeout', options.timeout, 0, true),

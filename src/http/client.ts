@@ -42,6 +42,12 @@ import { originPool, undici } from './_undici.ts';
 
 export { isTransient, type CallOptions, type Sent } from './_call.ts';
 
+/** The gates of one origin (see {@link HttpOptions.originGates}). */
+export interface OriginGates {
+  concurrency?: Gate | undefined;
+  rate?: Gate | readonly Gate[] | undefined;
+}
+
 /** The limits of one origin. */
 export interface OriginLimits {
   /** At most this many requests in flight to the origin. @default 6 */
@@ -83,6 +89,15 @@ export interface HttpOptions {
   perOrigin?: OriginLimits;
   /** Limits for particular origins (`'https://api.example.com'`), over `perOrigin`. */
   origins?: Readonly<Record<string, OriginLimits>>;
+  /**
+   * Gates of an origin, made once, when the origin is first seen: `{ concurrency, rate }` (with
+   * `sluice/redis`, a `RedisSemaphore` and a `RedisRateLimiter` per origin, shared by every
+   * process). Its concurrency gate keeps the origin's concurrency in place of
+   * `perOrigin.concurrency` (which still sizes the origin's connection pool); its rate gates are
+   * kept besides the origin's rates. A 429 or 503 that asks to wait pauses those that can pause
+   * (`pauseFor`), so every process sharing them waits.
+   */
+  originGates?: (origin: string) => OriginGates;
   /** Retries: a number of retries, or options. `0` turns them off. @default 2 */
   retry?: number | HttpRetryOptions;
   /** Milliseconds an attempt may take, response body included. @default Infinity */
@@ -172,7 +187,7 @@ export class HttpClient {
   readonly #closing = new AbortController();
 
   constructor(options: HttpOptions = {}) {
-    const { concurrency, rate, perOrigin, origins, policy, methods, statuses, ...o } =
+    const { concurrency, rate, perOrigin, origins, originGates, policy, methods, statuses, ...o } =
       checkOptions(options);
     const { timeout, signal, onReport, clock } = o;
     this.#limitsOf = (origin) => origins.get(origin) ?? perOrigin;
@@ -183,7 +198,15 @@ export class HttpClient {
       rate,
       perKey: (origin) => {
         const { concurrency, rate, burst, window } = this.#limitsOf(origin);
-        return { concurrency, rate, burst, window, timeout };
+        const gates = originGates?.(origin);
+        if (gates === undefined) return { concurrency, rate, burst, window, timeout };
+        return {
+          concurrency: gates.concurrency ?? concurrency,
+          rate: [...listOf(rate), ...listOf(gates.rate)],
+          burst,
+          window,
+          timeout,
+        };
       },
       clock,
     });
@@ -291,4 +314,10 @@ class SendTransport<R> implements Transport<R> {
       },
     );
   }
+}
+
+/** One, several or none, as a list. */
+function listOf<T>(value: T | readonly T[] | undefined): readonly T[] {
+  if (value === undefined) return [];
+  return Array.isArray(value) ? (value as readonly T[]) : [value as T];
 }

@@ -22,6 +22,7 @@ export {
   isTransient,
   type HttpOptions,
   type HttpRetryOptions,
+  type OriginGates,
   type OriginLimits,
   type RequestReport,
 } from './client.ts';
