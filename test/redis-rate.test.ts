@@ -15,13 +15,15 @@ import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
+import fc from 'fast-check';
 import { createClient } from 'redis';
 import { Limiter } from '../src/limiter.ts';
-import { RateLimiter } from '../src/rate.ts';
+import { RateLimiter, type Reservation } from '../src/rate.ts';
 import type { RateSpec } from '../src/_parse.ts';
 import { ClosedError, SluiceError, TimeoutError } from '../src/errors.ts';
 import { fromNodeRedis, type RedisClient } from '../src/redis/_client.ts';
 import { RedisRateLimiter, type RedisRateLimiterOptions } from '../src/redis/index.ts';
+import { RATE_RESERVE, RATE_UNDO } from '../src/redis/_scripts.ts';
 import { gateContract } from './contract/gate.ts';
 import { ArrivalServer, busiest } from './_helpers/arrivals.ts';
 import { ManualClock } from './_helpers/clock.ts';
@@ -164,6 +166,77 @@ describe('RedisRateLimiter', needsRedis, () => {
         await limiter.close();
       });
     }
+  });
+
+  it('books, and gives back, what the in-memory limiter does, for random rates, weights and give-backs', async () => {
+    // The scripts themselves, driven one call after another against the in-memory limiter (its
+    // reserve() and cancel() at one instant): no waiting, so Redis's clock moves only by the
+    // time the calls take, and each instant may differ from the model's by that much.
+    const redis = fromNodeRedis(await connect());
+    const window = fc.record({
+      limit: fc.integer({ min: 1, max: 5 }),
+      interval: fc.integer({ min: 50, max: 1000 }),
+    });
+    const op = fc.oneof(
+      fc.integer({ min: 1, max: 5 }).map((weight) => ({ weight })),
+      fc.constant({ giveBack: true as const }),
+    );
+    let bookings = 0;
+    await fc.assert(
+      fc.asyncProperty(
+        fc.constantFrom('spaced' as const, 'sliding' as const),
+        fc.array(window, { minLength: 1, maxLength: 3 }),
+        fc.integer({ min: 1, max: 5 }),
+        fc.array(op, { minLength: 1, maxLength: 12 }),
+        async (kind, rates, wantedBurst, ops) => {
+          const least = Math.min(...rates.map((rate) => rate.limit));
+          const burst = kind === 'spaced' ? Math.min(wantedBurst, least) : 1;
+          const model = new RateLimiter({
+            rate: rates,
+            window: kind,
+            ...(kind === 'spaced' ? { burst } : {}),
+            clock: new ManualClock(),
+          });
+          const k = keys(fresh());
+          const windows = rates.flatMap((rate) => [rate.limit, rate.interval]);
+          let last: { id: string; weight: number; reservation: Reservation } | undefined;
+          const t0 = performance.now();
+          for (const step of ops) {
+            if ('weight' in step) {
+              const weight = Math.min(step.weight, kind === 'spaced' ? burst : least);
+              const reservation = model.reserve(weight);
+              const at = reservation.at;
+              const id = `p${bookings++}`;
+              const sent = performance.now() - t0;
+              const reply = await redis.run(
+                RATE_RESERVE,
+                [k.state, k.log, k.paused],
+                [id, weight, -1, kind, burst, ...windows],
+              );
+              const elapsed = performance.now() - t0;
+              assert.ok(Array.isArray(reply) && reply[0] === 1, 'booked');
+              const booked = sent + (reply[1] as number) / 1000;
+              assert.ok(
+                Math.abs(booked - at) <= elapsed + 2,
+                `booked at ${booked.toFixed(2)} ms, the model at ${at.toFixed(2)} (${elapsed.toFixed(2)} ms in)`,
+              );
+              last = { id, weight, reservation };
+            } else if (last !== undefined && last.reservation.at > 0) {
+              // The model gives back only what has not started: a slot of the future.
+              const undone = await redis.run(
+                RATE_UNDO,
+                [k.state, k.log],
+                [last.id, last.weight, kind, ...windows],
+              );
+              const cancelled = last.reservation.cancel();
+              assert.equal(undone === 1, cancelled, 'given back by both, or by neither');
+              last = undefined;
+            }
+          }
+        },
+      ),
+      { numRuns: 60 },
+    );
   });
 
   describe('on a real Redis, through its asynchronous path', () => {
@@ -408,6 +481,26 @@ describe('RedisRateLimiter', needsRedis, () => {
       await shared.close();
       local.close();
     });
+  });
+
+  it('fails a wait whose booking Redis refuses with an error that says so, and books again once Redis accepts', async () => {
+    const limiter = new RedisRateLimiter(await connect(), fresh(), '50/s');
+    await server.command('CONFIG SET maxmemory 1'); // every write refused: out of memory
+    try {
+      await assert.rejects(
+        limiter.wait(),
+        (error) =>
+          error instanceof SluiceError &&
+          error.code === 'ERR_SLUICE_REDIS' &&
+          /^RedisRateLimiter "test-\d+-\d+" could not book a start: .*OOM/.test(error.message) &&
+          error.cause instanceof Error,
+      );
+      assert.equal(limiter.waiting, 0);
+    } finally {
+      await server.command('CONFIG SET maxmemory 0');
+    }
+    assertOnTime(await starts(limiter, [1, 1]), [0, 20]);
+    await limiter.close();
   });
 
   it('recovers from a Redis restart: every wait settles, with a clear error or a start, and the rate holds after', async () => {

@@ -117,7 +117,7 @@ if kind == 'spaced' then
   redis.call('PEXPIRE', state_key, ttl(until_))
 else
   -- Units that no window counts any more: older than the longest interval, or behind the
-  -- newest `largest` (the most any window looks back at).
+  -- newest `largest` (the most any window looks back at) once this booking is given back.
   redis.call('ZREMRANGEBYSCORE', log_key, '-inf', exact(now - longest))
   local score = exact(at)
   local n = 1
@@ -130,7 +130,7 @@ else
     redis.call('ZADD', log_key, unpack(members))
     n = n + 2000
   end
-  redis.call('ZREMRANGEBYRANK', log_key, 0, -(largest + 1))
+  redis.call('ZREMRANGEBYRANK', log_key, 0, -(largest + weight + 1))
   redis.call('PEXPIRE', log_key, ttl(at + longest))
   redis.call('HSET', state_key, 'last', id)
   redis.call('PEXPIRE', state_key, ttl(at))
