@@ -122,11 +122,13 @@ class Slots implements Pacer {
     this.list.splice(i, 0, slot);
   }
 
-  /** Drops the slots missed by more than the grace, and those due before `before`. */
+  /** Drops the slots missed by more than the grace, and those due before `before`: a prefix. */
   prune(now: number, before = -Infinity): void {
-    const kept = this.list.filter((s) => s.due + this.#grace >= now && s.due >= before);
-    if (kept.length === this.list.length) return;
-    this.list.splice(0, this.list.length, ...kept);
+    const until = Math.max(now - this.#grace, before);
+    let n = 0;
+    while (n < this.list.length && this.list[n]!.due < until) n++;
+    if (n === 0) return;
+    this.list.splice(0, n);
     this.#onDrop();
   }
 
