@@ -243,6 +243,9 @@ export class RedisRateLimiter implements Gate {
     const spacing = Math.max(...parsed.rates.map((rate) => rate.interval / rate.limit));
     this.#maxInFlight = Math.max(1, Math.min(MAX_IN_FLIGHT, Math.floor(HORIZON / spacing)));
     this.#slots = new Slots(maxWeight, Math.max(shortest * GRACE, MIN_GRACE), this.#schedule);
+    // Node's own timers: a start a millisecond late is still counted at its slot, and the system
+    // clock's polling costs more than that buys (4 processes sharing 1000/s on 2 busy cores,
+    // measured: 670-690 starts/s with it, 830-990 without, the same bunching either way).
     this.#engine = new Engine(Infinity, coarseClock);
     this.#engine.setPacer(this.#slots);
     this.#engine.onLeave = this.#schedule;
