@@ -108,6 +108,28 @@ export function parseRateOptions(options: RateOptions, name = ''): ParsedRate {
 }
 
 /**
+ * Reads a rate limiter's first argument, a rate, several, or an options object (one with a `rate`
+ * or another option: a `{ limit, interval }` is a rate), and checks its rates. @internal
+ */
+export function parseLimiterRate<O extends RateLimiterOptions>(
+  options: RateSpec | readonly RateSpec[] | O,
+): { options: O; parsed: ParsedRate } {
+  const value: unknown = options;
+  const isOptions =
+    typeof value === 'object' &&
+    value !== null &&
+    !Array.isArray(value) &&
+    ['rate', 'clock', 'burst', 'window'].some((key) => key in value);
+  const o = (isOptions ? options : { rate: options }) as O;
+  if ((o.rate as unknown) === undefined)
+    throw new TypeError('Expected `rate` to be a rate like "10/s", got `undefined` (undefined)');
+  const parsed = parseRateOptions(o);
+  if (parsed.rates.length === 0)
+    throw new RangeError('Expected `rate` to hold at least one rate, got `[array]` (array)');
+  return { options: o, parsed };
+}
+
+/**
  * Rate options whose `rate` may hold gates among the rates (`[gate, '10/s']`): the rates parsed,
  * and the gates apart, in their order. @internal
  */
@@ -152,8 +174,10 @@ export function replaceRate(
   return parsed;
 }
 
-/** A start admitted by a rate: it holds nothing, so its release gives nothing back. */
-class StartPermit implements Permit {
+/**
+ * A start admitted by a rate: it holds nothing, so its release gives nothing back. @internal
+ */
+export class StartPermit implements Permit {
   readonly weight: number;
 
   constructor(weight: number) {
@@ -206,21 +230,8 @@ export class RateLimiter implements SyncGate {
   #parsed: ParsedRate;
 
   constructor(options: RateSpec | readonly RateSpec[] | RateLimiterOptions) {
-    const value: unknown = options;
-    // An options object has a `rate` (or another option); a `{ limit, interval }` is a rate.
-    const isOptions =
-      typeof value === 'object' &&
-      value !== null &&
-      !Array.isArray(value) &&
-      ['rate', 'clock', 'burst', 'window'].some((key) => key in value);
-    const o: RateLimiterOptions = isOptions
-      ? (options as RateLimiterOptions)
-      : { rate: options as RateSpec };
-    if ((o.rate as unknown) === undefined)
-      throw new TypeError('Expected `rate` to be a rate like "10/s", got `undefined` (undefined)');
-    this.#parsed = parseRateOptions(o);
-    if (this.#parsed.rates.length === 0)
-      throw new RangeError('Expected `rate` to hold at least one rate, got `[array]` (array)');
+    const { options: o, parsed } = parseLimiterRate(options);
+    this.#parsed = parsed;
     this.#pace = new Pace(buildWindows(this.#parsed));
     this.#engine = new Engine(Infinity, o.clock ?? systemClock);
     this.#engine.setPacer(this.#pace);

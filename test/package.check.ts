@@ -71,6 +71,7 @@ const CONSUMER = `
 import { limit, map, Limiter, Semaphore, TimeoutError, type Permit, type LimiterOptions } from 'sluice';
 import { createFetch, createExchange, type LimitedRequestInit, type LimitedFetch } from 'sluice/http';
 import pLimit, { limitFunction, type LimitFunction } from 'sluice/limit';
+import { RedisRateLimiter, type RedisRateLimiterOptions } from 'sluice/redis';
 
 const run: LimitFunction = pLimit(2);
 const twice = limitFunction(async (n: number) => n * 2, { concurrency: 1 });
@@ -80,6 +81,8 @@ const sem = new Semaphore(1);
 const init: LimitedRequestInit = { method: 'GET', priority: 1, headers: { accept: 'text/plain' } };
 const fetch: LimitedFetch = createFetch({ perOrigin: { concurrency: 2 } });
 const exchange = createExchange();
+const shared: RedisRateLimiterOptions = { rate: ['10/s', '500/min'], window: 'sliding' };
+const sharedRate = (client: unknown): RedisRateLimiter => new RedisRateLimiter(client, 'api', shared);
 
 export async function main(): Promise<number> {
   {
@@ -93,7 +96,7 @@ export async function main(): Promise<number> {
   const doubled: number = await twice(21);
   const timedOut: boolean = (sizes as unknown) instanceof TimeoutError;
   await Promise.all([limiter.close(), fetch.close(), exchange.close()]);
-  return sizes.length + answer + doubled + limit(1).concurrency + Number(timedOut);
+  return sizes.length + answer + doubled + limit(1).concurrency + Number(timedOut) + sharedRate.length;
 }
 `;
 
@@ -173,12 +176,18 @@ describe('the package', { timeout: 600_000 }, () => {
       'dist/http/index.d.ts',
       'dist/limit-default.js',
       'dist/limit-default.d.ts',
+      'dist/redis/index.js',
+      'dist/redis/index.d.ts',
+      'dist/redis/scripts/rate-reserve-3.lua',
       'dist/cli/bin.js',
     ]) {
       assert.ok(files.includes(file), `${file} is packed (packed: ${files.join(', ')})`);
     }
     const stray = files.filter(
-      (file) => !/^(dist\/.*\.(js|d\.ts)|LICENSE|README\.md|package\.json)$/.test(file),
+      (file) =>
+        !/^(dist\/.*\.(js|d\.ts)|dist\/redis\/scripts\/[\w-]+\.lua|LICENSE|README\.md|package\.json)$/.test(
+          file,
+        ),
     );
     assert.deepEqual(stray, []);
   });
@@ -191,13 +200,14 @@ describe('the package', { timeout: 600_000 }, () => {
       import { limit, Semaphore } from 'sluice';
       import { createFetch } from 'sluice/http';
       import pLimit, { limitFunction } from 'sluice/limit';
+      import { RedisRateLimiter } from 'sluice/redis';
       const fetch = createFetch();
       await fetch.close();
       console.log(await limit(1)(() => 1), await pLimit(1)(() => 2), await limitFunction(() => 3, { concurrency: 1 })(),
-        new Semaphore(2).capacity, typeof createFetch);
+        new Semaphore(2).capacity, typeof createFetch, typeof RedisRateLimiter);
       `,
     ]);
-    assert.equal(out.trim(), '1 2 3 2 function');
+    assert.equal(out.trim(), '1 2 3 2 function function');
   });
 
   it('requires every entry point from CommonJS', async () => {
@@ -207,12 +217,13 @@ describe('the package', { timeout: 600_000 }, () => {
       const { limit } = require('sluice');
       const { createFetch } = require('sluice/http');
       const pLimit = require('sluice/limit').default;
+      const { RedisRateLimiter } = require('sluice/redis');
       Promise.all([limit(1)(() => 1), pLimit(1)(() => 2)]).then((values) => {
-        console.log(values.join(' '), typeof createFetch);
+        console.log(values.join(' '), typeof createFetch, typeof RedisRateLimiter);
       });
       `,
     ]);
-    assert.equal(out.trim(), '1 2 function');
+    assert.equal(out.trim(), '1 2 function function');
   });
 
   it('runs the sluice command: --version and the demo', async () => {

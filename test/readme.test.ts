@@ -1,7 +1,7 @@
 /**
  * Runs every ```ts example in README.md as a program, so the examples cannot rot. Imports of
  * 'sluice' are pointed at the sources; each `// → text` comment is an output line the example must
- * print, in order.
+ * print, in order. An example of `sluice/redis` gets a Redis server of its own (`REDIS_URL`).
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -11,12 +11,15 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
+import { needsRedis, RedisServer } from './_helpers/redis.ts';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const readme = readFileSync(join(root, 'README.md'), 'utf8');
 const dir = mkdtempSync(join(tmpdir(), 'sluice-readme-'));
-after(() => {
+let redis: Promise<RedisServer> | undefined;
+after(async () => {
   rmSync(dir, { recursive: true, force: true });
+  await (await redis)?.stop();
 });
 
 interface Example {
@@ -44,18 +47,25 @@ describe('README examples', () => {
     assert.ok(all.length >= 5, `found ${all.length}`);
   });
   for (const example of all) {
-    it(`the example at README.md:${example.line} runs and prints what it says`, async () => {
+    const usesRedis = example.code.includes("from 'sluice/redis'");
+    const title = `the example at README.md:${example.line} runs and prints what it says`;
+    it(title, usesRedis ? needsRedis : {}, async () => {
       const code = example.code
         .replaceAll(/from 'sluice'/g, `from '${source('index.ts')}'`)
         .replaceAll(
           /from 'sluice\/([\w-]+)'/g,
           (_, sub: string) => `from '${source(`${sub}/index.ts`)}'`,
-        );
+        )
+        .replaceAll(/from 'redis'/g, `from '${import.meta.resolve('redis')}'`);
       const file = join(dir, `example-${example.line}.mts`);
       writeFileSync(file, code + '\nexport {};\n');
+      const env = usesRedis
+        ? { ...process.env, REDIS_URL: (await (redis ??= RedisServer.start())).url }
+        : process.env;
       const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', file], {
         cwd: root,
         timeout: 30_000,
+        env,
       });
       const printed = stdout
         .split('\n')

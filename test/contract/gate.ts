@@ -17,7 +17,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { Gate, Permit } from '../../src/gate.ts';
 import { TimeoutError } from '../../src/errors.ts';
-import { deferred, flush, ManualClock, state } from '../_helpers/clock.ts';
+import { deferred, flush as flushReactions, ManualClock, state } from '../_helpers/clock.ts';
 
 /** A gate under test, with the probes the suite needs. */
 export interface GateUnderTest {
@@ -42,6 +42,16 @@ export interface ContractOptions {
   kind?: 'permits' | 'rate';
   /** A rate gate's window, in ms. @default 1000 */
   window?: number;
+  /**
+   * For a gate on real time (a shared one, in Redis: its windows and timeouts run on the wall
+   * clock, and it answers after a round trip): the suite sleeps where it would advance its clock,
+   * and lets `settle` ms pass where it would only let pending reactions run.
+   */
+  realTime?: { settle: number };
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /** Starts an acquire and records when it settles, in `log`. */
@@ -57,14 +67,19 @@ export function gateContract(name: string, make: GateFactory, options: ContractO
   const maxCapacity = options.maxCapacity ?? Infinity;
   const rate = options.kind === 'rate';
   const window = options.window ?? 1000;
+  const realTime = options.realTime;
+  /** Lets what is pending happen: promise reactions, and a real-time gate's round trips. */
+  const flush = realTime === undefined ? flushReactions : () => sleep(realTime.settle);
 
   /** Builds the gate, with `free(permit)`: makes room for one more after `permit`. */
-  const build = (capacity: number, clock = new ManualClock()) => {
-    const t = make(capacity, clock);
+  const build = (capacity: number, manual = new ManualClock()) => {
+    const t = make(capacity, manual);
+    const clock: Pick<ManualClock, 'advance'> =
+      realTime === undefined ? manual : { advance: sleep };
     const free = async (permit: Permit): Promise<void> => {
       permit.release();
       // A spaced window's next start is due a hair after the window (see test/rate.test.ts).
-      if (rate) await clock.advance(window + 1);
+      if (rate) await clock.advance(window + (realTime?.settle ?? 1));
       else await flush();
     };
     /** Checks the permits out now, where the gate can tell. */
@@ -239,9 +254,11 @@ export function gateContract(name: string, make: GateFactory, options: ContractO
           error instanceof TimeoutError && new RegExp(`after ${after}ms`).test(error.message),
       );
       const next = t.gate.acquire();
-      await t.clock.advance(after - 1);
+      // Real time is only as precise as a timer: "just before" is a settle early.
+      const early = realTime?.settle ?? 1;
+      await t.clock.advance(after - early);
       assert.equal(await state(timed), 'pending', 'still waiting just before its timeout');
-      await t.clock.advance(1);
+      await t.clock.advance(early);
       await rejected;
       assert.equal(t.waiting(), 1);
       await t.free(holder);
