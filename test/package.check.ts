@@ -71,6 +71,7 @@ const CONSUMER = `
 import { limit, map, Limiter, Semaphore, TimeoutError, type Permit, type LimiterOptions } from 'sluice';
 import { createFetch, createExchange, type LimitedRequestInit, type LimitedFetch } from 'sluice/http';
 import pLimit, { limitFunction, type LimitFunction } from 'sluice/limit';
+import { LeaseLostError, RedisSemaphore, type RedisClient, type RedisPermit } from 'sluice/redis';
 
 const run: LimitFunction = pLimit(2);
 const twice = limitFunction(async (n: number) => n * 2, { concurrency: 1 });
@@ -94,6 +95,17 @@ export async function main(): Promise<number> {
   const timedOut: boolean = (sizes as unknown) instanceof TimeoutError;
   await Promise.all([limiter.close(), fetch.close(), exchange.close()]);
   return sizes.length + answer + doubled + limit(1).concurrency + Number(timedOut);
+}
+
+export async function shared(client: RedisClient): Promise<number> {
+  const sem = new RedisSemaphore(client, 'partner-api', { permits: 5, leaseMs: 10_000 });
+  let fence = 0;
+  {
+    await using permit: RedisPermit = await sem.acquire({ weight: 1, timeout: 30_000 });
+    fence = permit.fence + Number(permit.signal.reason instanceof LeaseLostError);
+  }
+  await sem.close();
+  return fence;
 }
 `;
 
@@ -173,12 +185,18 @@ describe('the package', { timeout: 600_000 }, () => {
       'dist/http/index.d.ts',
       'dist/limit-default.js',
       'dist/limit-default.d.ts',
+      'dist/redis/index.js',
+      'dist/redis/index.d.ts',
+      'dist/redis/scripts/semaphore-4.lua',
       'dist/cli/bin.js',
     ]) {
       assert.ok(files.includes(file), `${file} is packed (packed: ${files.join(', ')})`);
     }
     const stray = files.filter(
-      (file) => !/^(dist\/.*\.(js|d\.ts)|LICENSE|README\.md|package\.json)$/.test(file),
+      (file) =>
+        !/^(dist\/.*\.(js|d\.ts)|dist\/redis\/scripts\/[\w-]+\.lua|LICENSE|README\.md|package\.json)$/.test(
+          file,
+        ),
     );
     assert.deepEqual(stray, []);
   });
@@ -191,13 +209,14 @@ describe('the package', { timeout: 600_000 }, () => {
       import { limit, Semaphore } from 'sluice';
       import { createFetch } from 'sluice/http';
       import pLimit, { limitFunction } from 'sluice/limit';
+      import { RedisSemaphore, LeaseLostError } from 'sluice/redis';
       const fetch = createFetch();
       await fetch.close();
       console.log(await limit(1)(() => 1), await pLimit(1)(() => 2), await limitFunction(() => 3, { concurrency: 1 })(),
-        new Semaphore(2).capacity, typeof createFetch);
+        new Semaphore(2).capacity, typeof createFetch, typeof RedisSemaphore, new LeaseLostError('x').code);
       `,
     ]);
-    assert.equal(out.trim(), '1 2 3 2 function');
+    assert.equal(out.trim(), '1 2 3 2 function function ERR_SLUICE_LEASE_LOST');
   });
 
   it('requires every entry point from CommonJS', async () => {
@@ -207,12 +226,13 @@ describe('the package', { timeout: 600_000 }, () => {
       const { limit } = require('sluice');
       const { createFetch } = require('sluice/http');
       const pLimit = require('sluice/limit').default;
+      const { RedisSemaphore } = require('sluice/redis');
       Promise.all([limit(1)(() => 1), pLimit(1)(() => 2)]).then((values) => {
-        console.log(values.join(' '), typeof createFetch);
+        console.log(values.join(' '), typeof createFetch, typeof RedisSemaphore);
       });
       `,
     ]);
-    assert.equal(out.trim(), '1 2 function');
+    assert.equal(out.trim(), '1 2 function function');
   });
 
   it('runs the sluice command: --version and the demo', async () => {
