@@ -581,4 +581,3 @@ export class Lifecycle extends Room implements TaskHost {
     ]).finally(() => timer?.cancel());
   }
 }
-
