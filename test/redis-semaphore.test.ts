@@ -429,6 +429,25 @@ describe('RedisSemaphore on a real Redis', needsRedis, () => {
     });
   });
 
+  it('takes back a short lease on time, after long ones were granted and given back', async () => {
+    const long = make('short-after-long', { permits: 2, leaseMs: 60_000 });
+    (await long.acquire({ weight: 2 })).release();
+    // A process that takes a permit and then goes silent (its calls never arrive).
+    let alive = true;
+    const silent = intercept(
+      () => adapter,
+      (next, ...args) => (alive ? next(...args) : new Promise<never>(() => undefined)),
+    );
+    const short = make('short-after-long', { permits: 2, leaseMs: 200 }, silent);
+    await short.acquire({ weight: 2 });
+    alive = false;
+    const waited = performance.now();
+    const permit = await within('the short lease back', long.acquire({ weight: 2 }), 10_000);
+    const after = performance.now() - waited;
+    assert.ok(after < 5_000, `back after ${Math.round(after)}ms, not a long lease later`);
+    permit.release();
+  });
+
   it('serves 10 000 requests in line from one process in the order they asked', async () => {
     const sem = make('ten-thousand', { permits: 10 });
     const holder = await sem.acquire({ weight: 10 });

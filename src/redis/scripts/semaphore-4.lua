@@ -4,7 +4,8 @@ Every operation of a RedisSemaphore, as one script: each call first does the sam
 that a crashed holder's permits come back at the next call of anyone, whatever it is.
 
 KEYS[1] expiry  ZSET  lease id -> its expiry, and process id -> its expiry (Redis ms): each
-                      granted lease's own; a process's requests in line live while it does
+                      granted lease's own; a process's requests in line live while it does;
+                      and "~" -> until, which keeps the set (and its TTL) between uses
 KEYS[2] queue   ZSET  -priority -> "<ticket, 16 digits>:<lease id>": the line, head first (equal
                       scores are ordered by member, so the ticket keeps FIFO within a priority)
 KEYS[3] ids     HASH  lease id -> "<weight> q <queue member>" while in line,
@@ -12,8 +13,9 @@ KEYS[3] ids     HASH  lease id -> "<weight> q <queue member>" while in line,
                       "+<process id>" -> " <lease id> <lease id> ...": leases granted to that
                       process from the line and not acknowledged by it yet (it acknowledges a
                       lease by renewing or releasing it);
-                      and the counters: held (the weight of the leases), fence, ticket,
-                      permits, and until (every key lives at least until then, Redis ms)
+                      and the counters: held (the weight of the leases), queued (the requests
+                      in line), fence, ticket, permits, until (every key lives at least until
+                      then, Redis ms), and next (no entry of `expiry` expires before then)
 KEYS[4] wake    the sharded channel (SPUBLISH) on which grants to other processes are announced,
                 as " <lease id> <fence> <lease id> <fence> ..."
 
@@ -40,13 +42,18 @@ Reply: { lapsed, result, id, fence, ms, id, fence, ms, ... }
   acquire sent again reports its own grant again.
 
 Invariants: `held` is the total weight of the leases in `expiry`, changed only with the weight of
-a lease added or removed; a lease id is in `ids` exactly while it is in line or granted; a lease
+a lease added or removed; `queued` is the size of `queue`, changed with every member added or
+removed; `next` is at most the earliest expiry in `expiry` (lowered by every entry added, made
+exact by every sweep); a lease id is in `ids` exactly while it is in line or granted; a lease
 granted to another process expires with that process's entry until it renews the lease; every
 entry expires before `until`, and every key lives past it; every argument is read and validated
 before the first write (Lua does not roll back).
 
-Cost: one HMGET reads what the call needs of the hash, and one HSET writes it back; an
-uncontended acquire or release runs seven commands.
+Cost: one HMGET reads what the call needs of the hash, and one HSET writes it back; `expiry` is
+swept only once `next` has passed. With nobody in line and nothing to sweep, an acquire or a
+release takes a short path of four or five commands that makes no closures (each costs about as
+much as a command); every other call, and any that the short path cannot finish alone, takes the
+general one.
 --]]
 
 local expiry, queue, ids, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -99,7 +106,7 @@ elseif op == 'release' then
 end
 
 local mine = '+' .. client
-local fields = { 'permits', 'held', 'until', mine, 'fence', 'ticket' }
+local fields = { 'permits', 'held', 'until', mine, 'fence', 'ticket', 'queued', 'next' }
 local first = math.min(#asked, 3990)
 for i = 1, first do
   fields[#fields + 1] = asked[i]
@@ -112,7 +119,7 @@ end
 -- The records read or written by this call: lease id -> record, or false once deleted.
 local records = {}
 for i = 1, first do
-  records[asked[i]] = values[6 + i]
+  records[asked[i]] = values[8 + i]
 end
 for i = first + 1, #asked, 4000 do
   local part = redis.call('HMGET', ids, unpack(asked, i, math.min(i + 3999, #asked)))
@@ -125,6 +132,37 @@ local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local held = tonumber(values[2] or '0')
 local horizon = tonumber(values[3] or '0')
+local queued = tonumber(values[7] or '0')
+local next_expiry = tonumber(values[8] or '0')
+local fence = tonumber(values[5] or '0')
+-- Fences rise by one per grant. A new count (first use, keys expired, Redis's data lost) starts
+-- from Redis's time in microseconds: above every fence handed out before, which rose by fewer
+-- than one per microsecond. (Below 2^53, so exact as a Lua number and in JavaScript.)
+local seed = tonumber(time[1]) * 1000000 + tonumber(time[2])
+
+-- The short path: nothing to sweep, nobody in line, no grant waiting to be acknowledged, the keys'
+-- horizon far enough, and one request that fits or one held lease given back.
+if now < next_expiry and queued == 0 and #asked == 1 and not waiting and not values[4]
+  and values[1] and horizon >= now + lease + 1000 then
+  local id = asked[1]
+  local info = records[id]
+  if (op == 'acquire' or op == 'try') and not info and held + requests[1][2] <= permits then
+    local weight = requests[1][2]
+    fence = fence == 0 and seed or fence + 1
+    local text = string.format('%.0f', fence)
+    redis.call('ZADD', expiry, now + lease, id)
+    redis.call('HSET', ids, id, weight .. ' h ' .. text, 'held', held + weight, 'fence', text,
+      'next', math.min(next_expiry, now + lease))
+    return { 0, '1', id, text, lease }
+  end
+  local weight = op == 'release' and info and string.match(info, '^(%d+) h ')
+  if weight then
+    redis.call('ZREM', expiry, id)
+    redis.call('HDEL', ids, id)
+    redis.call('HSET', ids, 'held', held - tonumber(weight))
+    return { 0, 1 }
+  end
+end
 
 -- Reads `member` of `key` with `command` once per call, through `cache` (false: not there).
 local function cached(cache, command, key, member)
@@ -185,12 +223,13 @@ local function acknowledge(id)
   end
 end
 
--- Keys created by this call, which get the TTL of the others.
-local created = {}
 
 -- What has expired goes: a crashed or paused holder's leases (their weight comes back), and the
--- entries of processes gone quiet. A bounded number per call.
-local expired = redis.call('ZRANGEBYSCORE', expiry, '-inf', now, 'LIMIT', 0, 1000)
+-- entries of processes gone quiet. A bounded number per call; then `next` is exact again.
+local expired = {}
+if now >= next_expiry then
+  expired = redis.call('ZRANGEBYSCORE', expiry, '-inf', now, 'LIMIT', 0, 1000)
+end
 if #expired > 0 then
   for _, id in ipairs(expired) do
     if string.find(id, ':', 1, true) then
@@ -204,6 +243,15 @@ if #expired > 0 then
   end
   chunked('ZREM', expiry, expired)
 end
+if now >= next_expiry then
+  next_expiry = tonumber(redis.call('ZRANGE', expiry, 0, 0, 'WITHSCORES')[2] or now + lease)
+end
+-- Every entry added lowers `next` to its expiry, if sooner.
+local function expires(at)
+  if at < next_expiry then
+    next_expiry = at
+  end
+end
 
 -- A caller with requests in line is alive: they live until its next call or renewal is due.
 local lapsed = 0
@@ -212,22 +260,14 @@ local function keep_alive()
     lapsed = 1
   end
   redis.call('ZADD', expiry, now + lease, client)
-  created[expiry] = true
+  expires(now + lease)
 end
 if waiting then
   keep_alive()
 end
 
--- Fences rise by one per grant. A new count (first use, keys expired, Redis's data lost) starts
--- from Redis's time in microseconds: above every fence handed out before, which rose by fewer
--- than one per microsecond. (Below 2^53, so exact as a Lua number and in JavaScript.)
-local fence = tonumber(values[5] or '0')
 local function next_fence()
-  if fence == 0 then
-    fence = tonumber(time[1]) * 1000000 + tonumber(time[2])
-  else
-    fence = fence + 1
-  end
+  fence = fence == 0 and seed or fence + 1
   local text = string.format('%.0f', fence)
   writes['fence'] = text
   return text
@@ -247,6 +287,7 @@ local woken = {}
 local function grant(id, weight, member)
   if member then
     redis.call('ZREM', queue, member)
+    queued = queued - 1
   end
   held = held + weight
   local fence = next_fence()
@@ -254,13 +295,13 @@ local function grant(id, weight, member)
   local owner = owner_of(id)
   if owner == client then
     redis.call('ZADD', expiry, now + lease, id)
+    expires(now + lease)
   else
     -- Until its process renews it, the lease lives as long as that process's requests do.
     redis.call('ZADD', expiry, expiry_of(owner), id)
     woken[#woken + 1] = id
     woken[#woken + 1] = fence
   end
-  created[expiry] = true
   if member then
     local set = unacked_of(owner)
     set.ids[id] = true
@@ -276,9 +317,10 @@ end
 -- is gone leaves the line when it reaches the head (a bounded number per call).
 local function serve()
   local dropped = 0
-  while true do
+  while queued > 0 do
     local head = redis.call('ZRANGE', queue, 0, 0)[1]
     if not head then
+      queued = 0
       return
     end
     local id = string.sub(head, 18)
@@ -286,6 +328,7 @@ local function serve()
     local weight = info and parse(info)
     if not weight or not expiry_of(owner_of(id)) then
       redis.call('ZREM', queue, head)
+      queued = queued - 1
       set_record(id, false)
       dropped = dropped + 1
       if dropped >= 2000 then
@@ -327,7 +370,7 @@ if op == 'acquire' or op == 'try' then
         out[#out + 1] = '0'
       end
     else
-      local head = redis.call('ZRANGE', queue, 0, 0, 'WITHSCORES')
+      local head = queued > 0 and redis.call('ZRANGE', queue, 0, 0, 'WITHSCORES') or {}
       if (head[1] == nil or -priority < tonumber(head[2])) and held + weight <= permits then
         grant(id, weight, nil)
         out[#out + 1] = '1'
@@ -342,7 +385,11 @@ if op == 'acquire' or op == 'try' then
         writes['ticket'] = ticket
         local member = string.format('%016d', ticket) .. ':' .. id
         redis.call('ZADD', queue, -priority, member)
-        created[queue] = true
+        if queued == 0 then
+          -- A new line: the key has no TTL yet.
+          redis.call('PEXPIREAT', queue, math.max(horizon, now + 2 * lease + 1000))
+        end
+        queued = queued + 1
         set_record(id, weight .. ' q ' .. member)
         out[#out + 1] = '0'
       end
@@ -368,6 +415,7 @@ elseif op == 'release' then
   end
   chunked('ZREM', expiry, held_ids)
   chunked('ZREM', queue, members)
+  queued = queued - #members
   serve()
   result = found
 else
@@ -414,14 +462,22 @@ if held ~= tonumber(values[2] or '0') or not values[1] then
   writes['held'] = held
   writes['permits'] = permits
 end
+if queued ~= tonumber(values[7] or '0') then
+  writes['queued'] = queued
+end
+if next_expiry ~= tonumber(values[8] or '0') then
+  writes['next'] = next_expiry
+end
 
 -- Every entry expires before `until`, and every key lives past it: an abandoned name leaves
 -- nothing behind, and no caller's TTL shortens a longer lease's. It moves on by two leases at a
--- time, when less than a lease (and a second) is left.
+-- time, when less than a lease (and a second) is left. The entry "~" keeps `expiry` (and its
+-- TTL) from vanishing while it is empty; `queue` gets the TTL when a call makes it.
 local refresh = horizon < now + lease + 1000
 if refresh then
   horizon = now + 2 * lease + 1000
   writes['until'] = horizon
+  redis.call('ZADD', expiry, horizon, '~')
 end
 
 local sets, deletes = {}, {}
@@ -440,11 +496,6 @@ if refresh then
   redis.call('PEXPIREAT', expiry, horizon)
   redis.call('PEXPIREAT', queue, horizon)
   redis.call('PEXPIREAT', ids, horizon)
-else
-  -- A key this call made anew has no TTL yet.
-  for key in pairs(created) do
-    redis.call('PEXPIREAT', key, horizon, 'NX')
-  end
 end
 
 if #woken > 0 then
