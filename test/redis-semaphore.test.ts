@@ -20,6 +20,7 @@ import { fileURLToPath } from 'node:url';
 import fc from 'fast-check';
 import { createClient } from 'redis';
 import { ClosedError, LeaseLostError, TimeoutError } from '../src/errors.ts';
+import { Limiter } from '../src/limiter.ts';
 import {
   fromNodeRedis,
   RedisSemaphore,
@@ -446,6 +447,47 @@ describe('RedisSemaphore on a real Redis', needsRedis, () => {
     const after = performance.now() - waited;
     assert.ok(after < 5_000, `back after ${Math.round(after)}ms, not a long lease later`);
     permit.release();
+  });
+
+  it('keeps two Limiters within the concurrency they share, and aborts a task whose lease is lost', async () => {
+    const limiters = [0, 1].map(
+      () => new Limiter({ concurrency: make('limiters', { permits: 3 }) }),
+    );
+    let inside = 0;
+    let peak = 0;
+    await Promise.all(
+      Array.from({ length: 30 }, (_, i) =>
+        limiters[i % 2]!.schedule(async () => {
+          inside++;
+          peak = Math.max(peak, inside);
+          await sleep(3);
+          inside--;
+        }),
+      ),
+    );
+    assert.equal(peak, 3);
+    await Promise.all(limiters.map((limiter) => limiter.close()));
+
+    // A process whose calls stop arriving once its task has started: its lease runs out.
+    let alive = true;
+    const silent = intercept(
+      () => adapter,
+      (next, ...args) => (alive ? next(...args) : new Promise<never>(() => undefined)),
+    );
+    const limiter = new Limiter({
+      concurrency: make('limiter-lost', { permits: 1, leaseMs: 150 }, silent),
+    });
+    const task = limiter.schedule(
+      ({ signal }) =>
+        new Promise((_, reject) => {
+          alive = false;
+          signal.addEventListener('abort', () => {
+            reject(signal.reason as Error);
+          });
+        }),
+    );
+    await assert.rejects(within('the task aborted', task, 5_000), LeaseLostError);
+    await limiter.close();
   });
 
   it('serves 10 000 requests in line from one process in the order they asked', async () => {

@@ -142,6 +142,8 @@ export class RedisSemaphore extends EventEmitter<RedisSemaphoreEvents> implement
   #subscription: Promise<Subscription | undefined> | undefined;
   /** Gives up the subscription being made (a server that is down never confirms it). */
   #subscribing: AbortController | undefined;
+  /** After a subscription failed, none is tried again before then (each costs a connection). */
+  #subscribeAgainAt = -Infinity;
   #cancelLinger: Cancel | undefined;
   #closed = false;
   #closeReason: unknown = undefined;
@@ -667,7 +669,7 @@ export class RedisSemaphore extends EventEmitter<RedisSemaphoreEvents> implement
   #subscribe(): void {
     this.#cancelLinger?.();
     this.#cancelLinger = undefined;
-    if (this.#subscription !== undefined || this.#closed) return;
+    if (this.#subscription !== undefined || this.#closed || now() < this.#subscribeAgainAt) return;
     const controller = new AbortController();
     this.#subscribing = controller;
     const subscribing = this.#redis.subscribe(this.#keys[3]!, this.#onWake, controller.signal).then(
@@ -677,7 +679,10 @@ export class RedisSemaphore extends EventEmitter<RedisSemaphoreEvents> implement
         return subscription;
       },
       () => {
-        // The timed checks go on; the next request in line tries again.
+        // The timed checks go on; a request in line tries again a while later.
+        if (!controller.signal.aborted) {
+          this.#subscribeAgainAt = now() + Math.max(1_000, this.leaseMs / 3);
+        }
         if (this.#subscription === subscribing) this.#subscription = undefined;
         if (this.#subscribing === controller) this.#subscribing = undefined;
         return undefined;
