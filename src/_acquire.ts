@@ -41,15 +41,18 @@ export function parseRequest(options: AcquireOptions | undefined): Request {
   };
 }
 
+/** The error for a request heavier than a gate's whole capacity: it could never be granted. */
+export function aboveCapacity(capacity: number, weight: number): RangeError {
+  return new RangeError(
+    `Expected \`weight\` to be at most the capacity ${capacity}, got \`${weight}\` (number): it could never be granted`,
+  );
+}
+
 /** The error for a request no gate of this size could ever serve, or undefined if it fits. */
 export function tooHeavy(engine: Engine, weight: number): RangeError | undefined {
   // Capacities, rate limits and bursts are all integers of at least 1: one permit always fits.
   if (weight === 1) return undefined;
-  if (weight > engine.capacity) {
-    return new RangeError(
-      `Expected \`weight\` to be at most the capacity ${engine.capacity}, got \`${weight}\` (number): it could never be granted`,
-    );
-  }
+  if (weight > engine.capacity) return aboveCapacity(engine.capacity, weight);
   const maxWeight = engine.pacer?.maxWeight ?? Infinity;
   if (weight > maxWeight) {
     return new RangeError(

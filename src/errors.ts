@@ -55,6 +55,17 @@ export class RetryError extends SluiceError {
 }
 
 /**
+ * A shared permit was lost: its lease could not be renewed before its deadline (Redis did not
+ * answer in time, or no longer had it). The permit's `signal` aborts with this error; the work
+ * it guarded should stop, as another process may hold the permit now.
+ */
+export class LeaseLostError extends SluiceError {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, 'ERR_SLUICE_LEASE_LOST', options);
+  }
+}
+
+/**
  * The `AbortError` sluice uses when it cancels queued work itself (`clearQueue()`, a dropped task):
  * a `DOMException` like the one `AbortSignal.abort()` produces, so code that checks
  * `err.name === 'AbortError'` handles both alike.

@@ -55,6 +55,11 @@ export interface Gate {
    * Absent on gates that cannot answer synchronously.
    */
   tryAcquire?(weight?: number): Permit | undefined;
+  /**
+   * The same as `tryAcquire`, for a gate that must ask its backend (a shared one, in Redis): one
+   * round trip, then a permit, or undefined when none is free now or someone is waiting.
+   */
+  tryAcquireAsync?(weight?: number): Promise<Permit | undefined>;
 }
 
 /** A gate that can also answer synchronously: every in-memory gate of sluice. */

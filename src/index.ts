@@ -35,4 +35,11 @@ export {
 } from './retry.ts';
 export type { AcquireOptions, Gate, Permit, ReleaseOutcome, SyncGate } from './gate.ts';
 export type { Clock, TimerHandle } from './_clock.ts';
-export { SluiceError, TimeoutError, ClosedError, QueueFullError, RetryError } from './errors.ts';
+export {
+  SluiceError,
+  TimeoutError,
+  ClosedError,
+  QueueFullError,
+  RetryError,
+  LeaseLostError,
+} from './errors.ts';

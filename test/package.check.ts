@@ -71,7 +71,14 @@ const CONSUMER = `
 import { limit, map, Limiter, Semaphore, TimeoutError, type Permit, type LimiterOptions } from 'sluice';
 import { createFetch, createExchange, type LimitedRequestInit, type LimitedFetch } from 'sluice/http';
 import pLimit, { limitFunction, type LimitFunction } from 'sluice/limit';
-import { RedisRateLimiter, type RedisRateLimiterOptions } from 'sluice/redis';
+import {
+  LeaseLostError,
+  RedisRateLimiter,
+  RedisSemaphore,
+  type RedisClient,
+  type RedisPermit,
+  type RedisRateLimiterOptions,
+} from 'sluice/redis';
 
 const run: LimitFunction = pLimit(2);
 const twice = limitFunction(async (n: number) => n * 2, { concurrency: 1 });
@@ -97,6 +104,17 @@ export async function main(): Promise<number> {
   const timedOut: boolean = (sizes as unknown) instanceof TimeoutError;
   await Promise.all([limiter.close(), fetch.close(), exchange.close()]);
   return sizes.length + answer + doubled + limit(1).concurrency + Number(timedOut) + sharedRate.length;
+}
+
+export async function shared(client: RedisClient): Promise<number> {
+  const sem = new RedisSemaphore(client, 'partner-api', { permits: 5, leaseMs: 10_000 });
+  let fence = 0;
+  {
+    await using permit: RedisPermit = await sem.acquire({ weight: 1, timeout: 30_000 });
+    fence = permit.fence + Number(permit.signal.reason instanceof LeaseLostError);
+  }
+  await sem.close();
+  return fence;
 }
 `;
 
@@ -179,6 +197,7 @@ describe('the package', { timeout: 600_000 }, () => {
       'dist/redis/index.js',
       'dist/redis/index.d.ts',
       'dist/redis/scripts/rate-reserve-3.lua',
+      'dist/redis/scripts/semaphore-4.lua',
       'dist/cli/bin.js',
     ]) {
       assert.ok(files.includes(file), `${file} is packed (packed: ${files.join(', ')})`);
@@ -200,14 +219,14 @@ describe('the package', { timeout: 600_000 }, () => {
       import { limit, Semaphore } from 'sluice';
       import { createFetch } from 'sluice/http';
       import pLimit, { limitFunction } from 'sluice/limit';
-      import { RedisRateLimiter } from 'sluice/redis';
+      import { RedisRateLimiter, RedisSemaphore, LeaseLostError } from 'sluice/redis';
       const fetch = createFetch();
       await fetch.close();
       console.log(await limit(1)(() => 1), await pLimit(1)(() => 2), await limitFunction(() => 3, { concurrency: 1 })(),
-        new Semaphore(2).capacity, typeof createFetch, typeof RedisRateLimiter);
+        new Semaphore(2).capacity, typeof createFetch, typeof RedisSemaphore, typeof RedisRateLimiter, new LeaseLostError('x').code);
       `,
     ]);
-    assert.equal(out.trim(), '1 2 3 2 function function');
+    assert.equal(out.trim(), '1 2 3 2 function function function ERR_SLUICE_LEASE_LOST');
   });
 
   it('requires every entry point from CommonJS', async () => {
@@ -217,13 +236,13 @@ describe('the package', { timeout: 600_000 }, () => {
       const { limit } = require('sluice');
       const { createFetch } = require('sluice/http');
       const pLimit = require('sluice/limit').default;
-      const { RedisRateLimiter } = require('sluice/redis');
+      const { RedisRateLimiter, RedisSemaphore } = require('sluice/redis');
       Promise.all([limit(1)(() => 1), pLimit(1)(() => 2)]).then((values) => {
-        console.log(values.join(' '), typeof createFetch, typeof RedisRateLimiter);
+        console.log(values.join(' '), typeof createFetch, typeof RedisSemaphore, typeof RedisRateLimiter);
       });
       `,
     ]);
-    assert.equal(out.trim(), '1 2 function function');
+    assert.equal(out.trim(), '1 2 function function function');
   });
 
   it('runs the sluice command: --version and the demo', async () => {

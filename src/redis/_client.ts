@@ -9,8 +9,10 @@
  * adapter is chosen by its shape.
  *
  * Invariants: a script is sent by its SHA1 first, and its source at most once per NOSCRIPT;
- * every subscription made is undone by the function it returns; an adapter never swallows an
- * error (a lost connection rejects the call that needed it).
+ * a subscription has a connection of its own, which its `close()` (or the abort of the signal it
+ * was made with, while it is being made) ends at once, whatever state it is in: a subscription to
+ * a server that is gone must not outlive its user; an adapter never swallows an error (a lost
+ * connection rejects the call that needed it).
  */
 import { createHash } from 'node:crypto';
 import * as v from '../_validate.ts';
@@ -42,9 +44,14 @@ export interface RedisClient {
   run(script: Script, keys: readonly string[], args: readonly (string | number)[]): Promise<Reply>;
   /**
    * Calls `listener` with each message published (SPUBLISH) on `channel`, on a connection of its
-   * own, until the subscription is closed. Resolves once the server has confirmed it.
+   * own, until the subscription is closed. Resolves once the server has confirmed it; aborting
+   * `signal` before then gives up (the connection closed, the promise rejected).
    */
-  subscribe(channel: string, listener: (message: string) => void): Promise<Subscription>;
+  subscribe(
+    channel: string,
+    listener: (message: string) => void,
+    signal?: AbortSignal,
+  ): Promise<Subscription>;
 }
 
 /** Whether an error is Redis saying it does not have the script. */
@@ -74,10 +81,10 @@ interface NodeRedisLike {
   duplicate(): NodeRedisLike;
   connect(): Promise<unknown>;
   sSubscribe(channel: string, listener: (message: string) => void): Promise<void>;
-  sUnsubscribe(channel: string): Promise<void>;
-  close?(): Promise<void>;
-  quit?(): Promise<unknown>;
+  /** v5 and later: closes the connection at once. */
   destroy?(): void;
+  /** v4: closes the connection at once. */
+  disconnect?(): Promise<void>;
   on(event: 'error', listener: (error: Error) => void): unknown;
 }
 
@@ -86,12 +93,9 @@ interface IoRedisLike {
   call(command: string, ...args: string[]): Promise<unknown>;
   duplicate(): IoRedisLike;
   ssubscribe(channel: string): Promise<unknown>;
-  sunsubscribe(channel: string): Promise<unknown>;
   on(event: 'smessage', listener: (channel: string, message: string) => void): unknown;
   on(event: 'error', listener: (error: Error) => void): unknown;
-  quit(): Promise<unknown>;
   disconnect(): void;
-  status?: string;
 }
 
 function isNodeRedis(client: unknown): client is NodeRedisLike {
@@ -112,30 +116,68 @@ function isIoRedis(client: unknown): client is IoRedisLike {
   );
 }
 
+/**
+ * Makes a subscription on a connection of its own: `open()` connects and subscribes, `end()`
+ * closes the connection at once (no UNSUBSCRIBE first: on a connection that is down, it would
+ * wait for the server to come back).
+ */
+async function subscribeOn(
+  open: () => Promise<unknown>,
+  end: () => void,
+  signal: AbortSignal | undefined,
+): Promise<Subscription> {
+  signal?.throwIfAborted();
+  let abandon = (): void => undefined;
+  // A client may never settle a connection it was told to end: the abort settles the wait.
+  const abandoned = new Promise<never>((_, reject) => {
+    abandon = () => {
+      end();
+      reject(signal?.reason as Error);
+    };
+  });
+  signal?.addEventListener('abort', abandon, { once: true });
+  const opened = open();
+  opened.catch(() => undefined);
+  try {
+    await Promise.race([opened, abandoned]);
+  } catch (error) {
+    end();
+    throw error;
+  } finally {
+    signal?.removeEventListener('abort', abandon);
+  }
+  let closed = false;
+  return {
+    close() {
+      if (!closed) {
+        closed = true;
+        end();
+      }
+      return Promise.resolve();
+    },
+  };
+}
+
 /** A node-redis client (`createClient()` from `redis`, connected) as a {@link RedisClient}. */
 export function fromNodeRedis(client: NodeRedisLike): RedisClient {
   return {
     run: (script, keys, args) =>
       evalWithFallback((command) => client.sendCommand(command), script, keys, args),
-    async subscribe(channel, listener) {
+    subscribe(channel, listener, signal) {
       const subscriber = client.duplicate();
       // A subscriber's errors are the subscription's: without a listener, one would end the process.
       subscriber.on('error', () => undefined);
-      await subscriber.connect();
-      await subscriber.sSubscribe(channel, listener);
-      let closed: Promise<void> | undefined;
-      return {
-        close: () =>
-          (closed ??= (async () => {
-            try {
-              await subscriber.sUnsubscribe(channel);
-            } finally {
-              if (subscriber.close !== undefined) await subscriber.close();
-              else if (subscriber.quit !== undefined) await subscriber.quit();
-              else subscriber.destroy?.();
-            }
-          })()),
-      };
+      return subscribeOn(
+        async () => {
+          await subscriber.connect();
+          await subscriber.sSubscribe(channel, listener);
+        },
+        () => {
+          if (subscriber.destroy !== undefined) subscriber.destroy();
+          else subscriber.disconnect?.().catch(() => undefined);
+        },
+        signal,
+      );
     },
   };
 }
@@ -150,26 +192,19 @@ export function fromIoRedis(client: IoRedisLike): RedisClient {
         keys,
         args,
       ),
-    async subscribe(channel, listener) {
+    subscribe(channel, listener, signal) {
       const subscriber = client.duplicate();
       subscriber.on('error', () => undefined);
       subscriber.on('smessage', (from, message) => {
         if (from === channel) listener(message);
       });
-      await subscriber.ssubscribe(channel);
-      let closed: Promise<void> | undefined;
-      return {
-        close: () =>
-          (closed ??= (async () => {
-            try {
-              await subscriber.sunsubscribe(channel);
-            } finally {
-              await subscriber.quit().catch(() => {
-                subscriber.disconnect();
-              });
-            }
-          })()),
-      };
+      return subscribeOn(
+        () => subscriber.ssubscribe(channel),
+        () => {
+          subscriber.disconnect();
+        },
+        signal,
+      );
     },
   };
 }

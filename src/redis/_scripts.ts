@@ -1,7 +1,7 @@
 /**
- * The Lua scripts of the shared gates, one file each in `scripts/` (copied beside the compiled
- * code by the build), read once when this module loads. Each file's header names its KEYS, its
- * ARGV and its reply; the key count is in its name.
+ * The Lua scripts of the shared gates, read once when sluice/redis is first imported. Each lives
+ * in its own file under `scripts/` (the build copies them beside the compiled code), named
+ * `<name>-<number of keys>.lua`, with a header naming its KEYS, ARGV and reply.
  */
 import { readFileSync } from 'node:fs';
 import { Script } from './_client.ts';
@@ -16,3 +16,5 @@ export const RATE_RESERVE = load('rate-reserve-3.lua');
 export const RATE_UNDO = load('rate-undo-2.lua');
 /** Pauses a shared rate; the longest pause wins. */
 export const RATE_PAUSE = load('rate-pause-1.lua');
+/** Every operation of a `RedisSemaphore` (acquire, try, release, renew). */
+export const SEMAPHORE_SCRIPT: Script = load('semaphore-4.lua');

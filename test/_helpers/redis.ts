@@ -12,6 +12,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { connect, createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { RedisClient, Reply, Script, Subscription } from '../../src/redis/_client.ts';
 
 /** Whether `redis-server` can be run here. */
 export const redisInstalled: boolean =
@@ -170,5 +171,55 @@ export class RedisServer {
   async stop(): Promise<void> {
     await this.kill();
     rmSync(this.#dir, { recursive: true, force: true });
+  }
+}
+
+/** One turn of the event loop: the promise reactions due now have run. */
+function turn(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+/**
+ * A `RedisClient` around another that knows which of its calls are out. `settled()` resolves once
+ * none is, and the answers started no other: a shared gate has then done what it was asked. The
+ * client is looked up at each call, so a factory can make one before the server is up.
+ */
+export class TrackedClient implements RedisClient {
+  readonly #inner: () => RedisClient;
+  readonly #out = new Set<Promise<unknown>>();
+  /** Scripts run through it so far. */
+  runs = 0;
+
+  constructor(inner: () => RedisClient) {
+    this.#inner = inner;
+  }
+
+  run(script: Script, keys: readonly string[], args: readonly (string | number)[]): Promise<Reply> {
+    this.runs++;
+    return this.#track(this.#inner().run(script, keys, args));
+  }
+
+  subscribe(channel: string, listener: (message: string) => void): Promise<Subscription> {
+    return this.#track(this.#inner().subscribe(channel, listener));
+  }
+
+  #track<T>(promise: Promise<T>): Promise<T> {
+    this.#out.add(promise);
+    const done = (): void => {
+      this.#out.delete(promise);
+    };
+    promise.then(done, done);
+    return promise;
+  }
+
+  async settled(): Promise<void> {
+    for (;;) {
+      await turn();
+      if (this.#out.size > 0) await Promise.allSettled([...this.#out]);
+      else {
+        await turn();
+        if (this.#out.size === 0) return;
+      }
+    }
   }
 }

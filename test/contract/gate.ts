@@ -11,7 +11,11 @@
  * hold both to the same promises.
  *
  * A gate without `tryAcquire` (one that cannot answer synchronously, as a shared one in Redis)
- * runs every test but those of the synchronous path.
+ * runs every test but those of the synchronous path; one with `tryAcquireAsync` (the non-waiting
+ * try of such a gate) runs that path's tests too. A shared gate answers after round trips: where
+ * the suite lets the gate act, it waits for the factory's `settle()` (the gate's calls answered),
+ * which is one turn of the event loop for an in-memory gate. Timeouts run on the test's clock for
+ * every gate (a shared gate's timeouts are its process's own).
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
@@ -28,6 +32,18 @@ export interface GateUnderTest {
   waiting(): number;
   /** Absent when the capacity cannot be changed. */
   setCapacity?: (capacity: number) => void;
+  /**
+   * Resolves once the gate has done what it was asked so far (a shared gate: every call to its
+   * backend answered, and what the answers caused). @default one turn of the event loop
+   */
+  settle?: () => Promise<void>;
+}
+
+/** A gate's non-waiting try through its asynchronous path (a shared gate's `tryAcquireAsync`). */
+type TryAsync = (weight?: number) => Promise<Permit | undefined>;
+
+function tryAsyncOf(gate: Gate): TryAsync | undefined {
+  return gate.tryAcquireAsync === undefined ? undefined : (weight) => gate.tryAcquireAsync!(weight);
 }
 
 export type GateFactory = (capacity: number, clock: ManualClock) => GateUnderTest;
@@ -76,21 +92,25 @@ export function gateContract(name: string, make: GateFactory, options: ContractO
     const t = make(capacity, manual);
     const clock: Pick<ManualClock, 'advance'> =
       realTime === undefined ? manual : { advance: sleep };
+    const settle = t.settle ?? flush;
     const free = async (permit: Permit): Promise<void> => {
       permit.release();
       // A spaced window's next start is due a hair after the window (see test/rate.test.ts).
       if (rate) await clock.advance(window + (realTime?.settle ?? 1));
-      else await flush();
+      await settle();
     };
     /** Checks the permits out now, where the gate can tell. */
     const assertHeld = (expected: number, message?: string): void => {
       if (t.held !== undefined) assert.equal(t.held(), expected, message);
     };
-    return { ...t, clock, free, assertHeld };
+    return { ...t, clock, free, assertHeld, settle };
   };
 
   /** Skips a test the gate cannot run. */
-  const needs = (capacity: number, what: { resize?: boolean; sync?: boolean } = {}) => ({
+  const needs = (
+    capacity: number,
+    what: { resize?: boolean; sync?: boolean; tryAsync?: boolean } = {},
+  ) => ({
     skip:
       capacity > maxCapacity
         ? `${name} has at most ${maxCapacity} permit(s)`
@@ -98,7 +118,9 @@ export function gateContract(name: string, make: GateFactory, options: ContractO
           ? `${name} cannot be resized`
           : what.sync === true && make(1, new ManualClock()).gate.tryAcquire === undefined
             ? `${name} has no synchronous path`
-            : false,
+            : what.tryAsync === true && tryAsyncOf(make(1, new ManualClock()).gate) === undefined
+              ? `${name} has no tryAcquireAsync`
+              : false,
   });
 
   describe(`${name} meets the gate contract`, () => {
@@ -109,11 +131,11 @@ export function gateContract(name: string, make: GateFactory, options: ContractO
       const permits = Array.from({ length: 2 * capacity + 1 }, (_, i) =>
         track(log, String(i), t.gate.acquire()),
       );
-      await flush();
+      await t.settle();
       assert.equal(log.length, capacity, 'admitted before any room is made');
       assert.equal(t.waiting(), capacity + 1);
       await t.free(await permits[0]!);
-      await flush();
+      await t.settle();
       const admitted = rate ? 2 * capacity : capacity + 1;
       assert.deepEqual(
         log,
@@ -127,7 +149,7 @@ export function gateContract(name: string, make: GateFactory, options: ContractO
     it('never lets more than its capacity hold permits at once', needs(1), async () => {
       if (rate) return; // a start holds nothing: the previous test pins a rate gate's bound
       const capacity = Math.min(3, maxCapacity);
-      const { gate } = build(capacity);
+      const { gate, settle } = build(capacity);
       let inside = 0;
       let peak = 0;
       let finished = 0;
@@ -144,12 +166,12 @@ export function gateContract(name: string, make: GateFactory, options: ContractO
         finished++;
       });
       while (finished < jobs.length) {
-        await flush();
+        await settle();
         assert.ok(inside <= capacity, `${inside} inside at once`);
         finishers.splice(0, 2).forEach((finish) => {
           finish();
         });
-        await flush();
+        await settle();
       }
       await Promise.all(jobs);
       assert.equal(peak, capacity);
@@ -162,7 +184,7 @@ export function gateContract(name: string, make: GateFactory, options: ContractO
       const waiters = ['a', 'b', 'c', 'd'].map((n) => track(log, n, t.gate.acquire()));
       await t.free(first);
       for (const waiter of waiters) await t.free(await waiter);
-      await flush();
+      await t.settle();
       assert.deepEqual(log, ['a', 'b', 'c', 'd']);
     });
 
@@ -172,13 +194,17 @@ export function gateContract(name: string, make: GateFactory, options: ContractO
       const log: string[] = [];
       const heavy = track(log, 'heavy', t.gate.acquire({ weight: 3 }));
       const light = track(log, 'light', t.gate.acquire({ weight: 1 }));
-      await flush();
+      await t.settle();
       assert.deepEqual(log, [], 'the light request would fit, but waits behind the heavy one');
       if (t.gate.tryAcquire !== undefined) {
         assert.equal(t.gate.tryAcquire(1), undefined, 'tryAcquire does not barge either');
       }
+      const tryAsync = tryAsyncOf(t.gate);
+      if (tryAsync !== undefined) {
+        assert.equal(await tryAsync(1), undefined, 'tryAcquireAsync does not barge either');
+      }
       await t.free(held);
-      await flush();
+      await t.settle();
       assert.deepEqual(log, ['heavy', 'light']);
       (await heavy).release();
       (await light).release();
@@ -197,15 +223,15 @@ export function gateContract(name: string, make: GateFactory, options: ContractO
         track(log, 'high2', t.gate.acquire({ priority: 5 })),
         track(log, 'low2', t.gate.acquire({ priority: -1 })),
       ];
-      await flush(); // a gate with an asynchronous path has them in line only now
+      await t.settle(); // a gate with an asynchronous path has them in line only now
       await t.free(first);
       for (let i = 0; i < waiters.length; i++) {
-        await flush();
+        await t.settle();
         const granted = log.at(-1);
         const index = ['low1', 'mid1', 'high1', 'mid2', 'high2', 'low2'].indexOf(granted!);
         await t.free(await waiters[index]!);
       }
-      await flush();
+      await t.settle();
       assert.deepEqual(log, ['high1', 'high2', 'mid1', 'mid2', 'low1', 'low2']);
     });
 
@@ -216,7 +242,7 @@ export function gateContract(name: string, make: GateFactory, options: ContractO
       const log: string[] = [];
       const aborted = track(log, 'aborted', t.gate.acquire({ signal: controller.signal }));
       const next = track(log, 'next', t.gate.acquire());
-      await flush();
+      await t.settle();
       assert.equal(t.waiting(), 2);
       const reason = new Error('changed my mind');
       controller.abort(reason);
@@ -273,7 +299,7 @@ export function gateContract(name: string, make: GateFactory, options: ContractO
       const heavy = t.gate.acquire({ weight: 3, signal: controller.signal });
       const rejected = assert.rejects(heavy);
       const light = t.gate.acquire({ weight: 1 });
-      await flush();
+      await t.settle();
       assert.equal(await state(light), 'pending');
       controller.abort();
       await rejected;
@@ -326,6 +352,25 @@ export function gateContract(name: string, make: GateFactory, options: ContractO
       },
     );
 
+    it(
+      'takes a permit with tryAcquireAsync only when one is free',
+      needs(1, { tryAsync: true }),
+      async () => {
+        const t = build(1);
+        const tryAsync = tryAsyncOf(t.gate)!;
+        const permit = await tryAsync();
+        assert.ok(permit);
+        assert.equal(await tryAsync(), undefined);
+        t.assertHeld(1);
+        await t.free(permit);
+        const again = await tryAsync();
+        assert.ok(again);
+        await t.free(again);
+        t.assertHeld(0);
+        await assert.rejects(tryAsync(2), RangeError);
+      },
+    );
+
     it('rejects at once a weight above the capacity, with the same error on both paths', async () => {
       const capacity = Math.min(2, maxCapacity);
       const t = build(capacity);
@@ -346,7 +391,7 @@ export function gateContract(name: string, make: GateFactory, options: ContractO
         const log: string[] = [];
         const waiters = ['a', 'b'].map((n) => track(log, n, t.gate.acquire()));
         t.setCapacity?.(3);
-        await flush();
+        await t.settle();
         assert.deepEqual(log, ['a', 'b']);
         for (const waiter of waiters) (await waiter).release();
         holder.release();
@@ -365,10 +410,10 @@ export function gateContract(name: string, make: GateFactory, options: ContractO
         t.assertHeld(3, 'the holders keep their permits');
         holders[0]!.release();
         holders[1]!.release();
-        await flush();
+        await t.settle();
         assert.deepEqual(log, [], 'one still held: that is the new capacity');
         holders[2]!.release();
-        await flush();
+        await t.settle();
         assert.deepEqual(log, ['waiter']);
         (await waiter).release();
       },
