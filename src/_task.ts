@@ -115,6 +115,11 @@ export class Attempt extends Due implements TaskContext {
   #aborted = false;
   settled = false;
   timedOut = false;
+  /**
+   * The other side refused or shed the work, though the attempt delivers what came back as its
+   * result (an HTTP 429 or 503 not retried): a gate that learns counts it as a drop.
+   */
+  dropped = false;
   /** The permits it holds of the gates given to the limiter, in the order they were taken. */
   permits: Permit[] | undefined = undefined;
   /** When it started, on the limiter's clock (read only when it holds gates' permits). */
