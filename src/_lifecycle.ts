@@ -39,6 +39,7 @@ import { Pace, type Pacer } from './_pace.ts';
 import { Room, type Overflow } from './_room.ts';
 import {
   Attempt,
+  isDropStatus,
   State,
   Task,
   TaskList,
@@ -100,8 +101,7 @@ function outcomeOf(
 /** Whether an attempt's error says the other side refused or shed the work. */
 function isDropError(error: unknown): boolean {
   if (error instanceof TimeoutError) return true;
-  const status = (error as { status?: unknown } | null)?.status;
-  return status === 429 || status === 503;
+  return isDropStatus((error as { status?: unknown } | null)?.status);
 }
 
 export class Lifecycle extends Room implements TaskHost {

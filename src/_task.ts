@@ -33,6 +33,15 @@ export const enum State {
   Done,
 }
 
+/**
+ * Whether a status says the other side refused or shed the work (429 Too Many Requests, 503
+ * Service Unavailable): the one rule for what a gate that learns counts as a drop, for an error's
+ * `status` and for a response delivered as a result alike.
+ */
+export function isDropStatus(status: unknown): boolean {
+  return status === 429 || status === 503;
+}
+
 /** What a task receives. */
 export interface TaskContext {
   /** Aborts when the attempt times out, the caller aborts, or the limiter closes. */
