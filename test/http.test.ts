@@ -24,9 +24,7 @@ import {
   ClosedError,
   RetryBudget,
   RetryError,
-  Semaphore,
   TimeoutError,
-  type Gate,
   type ReleaseOutcome,
 } from '../src/index.ts';
 import {
@@ -40,6 +38,7 @@ import {
   type RequestReport,
 } from '../src/http/index.ts';
 import { assertAtRest } from './_helpers/at-rest.ts';
+import { RecordingGate } from './_helpers/recording-gate.ts';
 import { catchUncaught } from './_helpers/uncaught.ts';
 import { Stalled, within } from './_helpers/within.ts';
 import { cli } from './cli-helpers.ts';
@@ -778,33 +777,6 @@ describe('createFetch: timeouts and signals', { timeout: 10_000 }, () => {
   });
 });
 
-/** A semaphore that records the outcome each permit is given back with. */
-function recordingGate(capacity: number): Gate & { released: (ReleaseOutcome | undefined)[] } {
-  const sem = new Semaphore(capacity);
-  const released: (ReleaseOutcome | undefined)[] = [];
-  return {
-    released,
-    async acquire(options) {
-      const permit = await sem.acquire(options);
-      return {
-        weight: permit.weight,
-        signal: permit.signal,
-        release(outcome) {
-          released.push(outcome);
-          permit.release();
-        },
-        [Symbol.dispose]() {
-          permit.release();
-        },
-        [Symbol.asyncDispose]() {
-          permit.release();
-          return Promise.resolve();
-        },
-      };
-    },
-  };
-}
-
 describe('what a gate that learns is told of each attempt', { timeout: 10_000 }, () => {
   /** [ok, dropped] of each outcome, in the order the permits came back; null for none. */
   const told = (gate: { released: (ReleaseOutcome | undefined)[] }) =>
@@ -817,7 +789,7 @@ describe('what a gate that learns is told of each attempt', { timeout: 10_000 },
         const status = Number(req.url?.slice(1));
         reply(res, status, {}, String(status));
       });
-      const gate = recordingGate(4);
+      const gate = new RecordingGate(4);
       const options: HttpOptions = { concurrency: gate, retry: { retries: 1, minDelay: 1 } };
       const get = async (path: string, method = 'GET'): Promise<number> => {
         if (kind === 'createExchange') {
@@ -847,7 +819,7 @@ describe('what a gate that learns is told of each attempt', { timeout: 10_000 },
   it('a timeout is a drop; an abort tells nothing', async (t) => {
     const h = new Harness(t);
     const server = await h.serve(() => undefined); // never answers
-    const gate = recordingGate(4);
+    const gate = new RecordingGate(4);
     const fetch = h.fetch({ concurrency: gate, retry: 0, timeout: 50 });
     await assert.rejects(fetch(server.url('/slow')), TimeoutError);
     const controller = new AbortController();

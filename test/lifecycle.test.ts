@@ -13,52 +13,10 @@ import {
   RateLimiter,
   Semaphore,
   TimeoutError,
-  type AcquireOptions,
-  type Gate,
-  type Permit,
-  type ReleaseOutcome,
 } from '../src/index.ts';
 import { flush, ManualClock, state } from './_helpers/clock.ts';
+import { RecordingGate } from './_helpers/recording-gate.ts';
 import { asyncOnly } from './contract/gate.ts';
-
-/** A gate built here: a semaphore that records every acquire and every release with its outcome. */
-class RecordingGate implements Gate {
-  readonly sem: Semaphore;
-  readonly acquired: AcquireOptions[] = [];
-  readonly released: (ReleaseOutcome | undefined)[] = [];
-  /** Aborts the signal of the permits it grants (a lease that was lost). */
-  readonly lose = new AbortController();
-
-  constructor(capacity: number, clock: ManualClock) {
-    this.sem = new Semaphore(capacity, { clock });
-  }
-
-  get capacity(): number {
-    return this.sem.capacity;
-  }
-
-  async acquire(options: AcquireOptions = {}): Promise<Permit> {
-    this.acquired.push(options);
-    const permit = await this.sem.acquire(options);
-    const released = this.released;
-    const signal = this.lose.signal;
-    return {
-      weight: permit.weight,
-      signal,
-      release(outcome) {
-        released.push(outcome);
-        permit.release();
-      },
-      [Symbol.dispose]() {
-        permit.release();
-      },
-      [Symbol.asyncDispose]() {
-        permit.release();
-        return Promise.resolve();
-      },
-    };
-  }
-}
 
 /** Records the instants attempts start, by name. */
 class Starts {
