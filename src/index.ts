@@ -35,4 +35,20 @@ export {
 } from './retry.ts';
 export type { AcquireOptions, Gate, Permit, ReleaseOutcome, SyncGate } from './gate.ts';
 export type { Clock, TimerHandle } from './_clock.ts';
-export { SluiceError, TimeoutError, ClosedError, QueueFullError, RetryError } from './errors.ts';
+export {
+  SluiceError,
+  TimeoutError,
+  ClosedError,
+  QueueFullError,
+  RetryError,
+  ThrottledError,
+} from './errors.ts';
+export {
+  adaptive,
+  AdaptiveLimit,
+  type AdaptiveAlgorithm,
+  type AdaptiveEvents,
+  type AdaptiveOptions,
+  type AdaptiveStats,
+  type LimitChangeEvent,
+} from './adaptive.ts';
