@@ -24,7 +24,11 @@ export interface AdaptiveOptions {
   min?: number;
   /** The most it can be: an integer >= `min`. @default 200 */
   max?: number;
-  /** Where it starts: an integer from `min` to `max`. @default 20, or `min` or `max` if it is outside them */
+  /**
+   * Where it starts: an integer from `min` to `max`. Low, so that several clients starting at
+   * once do not swamp the server before they have measured it. @default 10, or `min` or `max`
+   * if it is outside them
+   */
   initial?: number;
   /** The factor a drop multiplies the limit by, in (0, 1). @default 0.9 */
   backoff?: number;
@@ -35,7 +39,7 @@ export interface AdaptiveOptions {
   baselineWindows?: number;
   /** aimd: how much the limit grows after each round trip in which it was reached. @default 1 */
   increase?: number;
-  /** vegas: the queue (in requests) under which the limit grows. @default 3·log10(limit), at least 1 */
+  /** vegas: the queue (in requests) under which the limit grows. @default 2·log10(limit), at least 1 */
   alpha?: number;
   /** vegas: the queue above which it shrinks. @default twice `alpha` */
   beta?: number;
@@ -117,7 +121,7 @@ export function checkOptions(options: AdaptiveOptions | undefined): Settings {
       `Expected \`min\` to be at most \`max\` (${max}), got ${v.describe(o.min)}`,
     );
   }
-  let initial = Math.min(max, Math.max(min, 20));
+  let initial = Math.min(max, Math.max(min, 10));
   if (o.initial !== undefined) {
     initial = v.integer('initial', o.initial, 1);
     if (initial < min || initial > max)

@@ -31,6 +31,10 @@
  *   a waiter heavier than it would wait for ever;
  * - the limit grows only after a window in which it was reached and no drop came back;
  * - a `'limit'` event is emitted for each change of the whole limit, after the gate admits by it.
+ *
+ * Its size (about 480 lines): most of it is the public face (the events, statistics and their
+ * documentation); the options are checked in `_adaptive-options.ts`, the control laws are in
+ * `_control.ts`, the throttle in `_throttle.ts`, and what is left is the one learning loop.
  */
 import { EventEmitter } from 'node:events';
 import { NEVER_ABORTED, request } from './_acquire.ts';

@@ -50,7 +50,7 @@ describe('adaptive(): options', () => {
     const gate = adaptive();
     assert.deepEqual(
       [gate.algorithm, gate.min, gate.max, gate.limit, gate.capacity],
-      ['gradient2', 1, 200, 20, 20],
+      ['gradient2', 1, 200, 10, 10],
     );
     assert.equal(adaptive({ max: 5 }).limit, 5, 'initial within max');
     assert.equal(adaptive({ min: 30 }).limit, 30, 'initial within min');

@@ -35,6 +35,8 @@ export interface CapacityStats {
   /** Per bucket: requests answered 200, and 429. */
   servedAt: number[];
   refusedAt: number[];
+  /** Requests answered 200, and 429, by the first segment of their path (`/c1/…`: `c1`). */
+  clients: Record<string, { served: number; refused: number }>;
 }
 
 export interface CapacityServer {
@@ -58,7 +60,10 @@ export async function startCapacityServer(options: CapacityServerOptions): Promi
     bucketMs,
     servedAt: [],
     refusedAt: [],
+    clients: {},
   };
+  const client = (url: string | undefined) =>
+    (stats.clients[/^\/([^/?]*)/.exec(url ?? '')?.[1] ?? ''] ??= { served: 0, refused: 0 });
   const count = (series: number[]): void => {
     const bucket = Math.floor((performance.now() - (firstAt ?? 0)) / bucketMs);
     while (series.length <= bucket) series.push(0);
@@ -79,6 +84,7 @@ export async function startCapacityServer(options: CapacityServerOptions): Promi
     later(options.latencyMs, () => {
       active--;
       stats.served++;
+      client(res.req.url).served++;
       count(stats.servedAt);
       res.writeHead(200, { 'content-length': '2' }).end('ok');
       next();
@@ -103,6 +109,7 @@ export async function startCapacityServer(options: CapacityServerOptions): Promi
     else if (line.length < options.queue) line.push(res);
     else {
       stats.refused++;
+      client(req.url).refused++;
       count(stats.refusedAt);
       res.writeHead(429, { 'content-length': '0' }).end();
     }
