@@ -46,7 +46,7 @@ export interface AdaptiveOptions {
   /**
    * gradient2 and aimd: how much slower than the no-load latency still counts as no queueing
    * (1.25: 25% slower). gradient2 settles about there; aimd backs off past it (Infinity: on drops
-   * only). @default 1.25 for gradient2, 1.5 for aimd
+   * only). @default 1.25
    */
   tolerance?: number;
   /** gradient2: how far each window moves the limit toward its target, in (0, 1]. @default 0.2 */
@@ -159,12 +159,7 @@ export function checkOptions(options: AdaptiveOptions | undefined): Settings {
     increase: o.increase === undefined ? 1 : positive('increase', o.increase),
     alpha,
     beta,
-    tolerance:
-      o.tolerance === undefined
-        ? algorithm === 'aimd'
-          ? 1.5
-          : 1.25
-        : v.number('tolerance', o.tolerance, 1, true),
+    tolerance: o.tolerance === undefined ? 1.25 : v.number('tolerance', o.tolerance, 1, true),
     smoothing: o.smoothing === undefined ? 0.2 : fraction('smoothing', o.smoothing, true),
     throttle,
     clock: o.clock ?? systemClock,

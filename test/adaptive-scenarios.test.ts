@@ -3,8 +3,9 @@
  * test/_helpers/resource.ts), in virtual time on a ManualClock, as Vector tests its ARC: a
  * limiter kept busy on the resource, the limit and the load sampled every 250 ms, and assertions
  * on the range each keeps once it has had time to settle. The resource serves C at a time for
- * 100 ms each, keeps a line of Q more, and refuses (429) beyond. The limit may settle anywhere
- * from C (no line) to a little past C + Q (where refusals begin: those are counted apart).
+ * 100 ms each, keeps a line of Q more, and refuses (429) beyond. Once settled, the limit must
+ * stay from 90% of C to a little past C + Q (where refusals begin: those are counted apart), and
+ * the resource must be kept 90% busy.
  *
  * What must hold, for every algorithm: the limit finds C and follows it when it halves and
  * doubles; the resource is kept busy (goodput) with few refusals; a rising latency does not make
@@ -108,7 +109,7 @@ for (const algorithm of ALGORITHMS) {
         { capacity: 16, latency: LATENCY, queue: 8 },
         { until: 30_000 },
       );
-      settled(between(points, 5_000, 30_000), 16, 16, 26, 'C = 16');
+      settled(between(points, 5_000, 30_000), 16, 14, 26, 'C = 16');
       fewRefused(resource, 'C = 16');
     });
 
@@ -134,9 +135,9 @@ for (const algorithm of ALGORITHMS) {
           ],
         },
       );
-      settled(between(points, 5_000, 20_000), 16, 16, 26, 'C = 16');
-      settled(between(points, 25_000, 40_000), 8, 8, 18, 'C halved to 8');
-      settled(between(points, 45_000, 60_000), 16, 16, 26, 'C doubled to 16');
+      settled(between(points, 5_000, 20_000), 16, 14, 26, 'C = 16');
+      settled(between(points, 25_000, 40_000), 8, 7, 18, 'C halved to 8');
+      settled(between(points, 45_000, 60_000), 16, 14, 26, 'C doubled to 16');
       fewRefused(resource, 'over the run');
     });
 
@@ -146,7 +147,7 @@ for (const algorithm of ALGORITHMS) {
         { capacity: 16, latency: (now) => LATENCY + now / 200, queue: 8 },
         { until: 60_000 },
       );
-      settled(between(points, 5_000, 60_000), 16, 16, 26, 'a rising latency');
+      settled(between(points, 5_000, 60_000), 16, 14, 26, 'a rising latency');
       const baseline = gate.stats().baselineMs!;
       assert.ok(baseline > 300, `the no-load latency followed the server: ${baseline} ms`);
     });
@@ -160,7 +161,7 @@ for (const algorithm of ALGORITHMS) {
       );
       const [, during] = range(between(points, 11_000, 12_000), 'limit');
       assert.ok(during <= 2, `the limit fell to ${during} during the burst`);
-      settled(between(points, 17_000, 30_000), 16, 16, 26, 'after the burst');
+      settled(between(points, 17_000, 30_000), 16, 14, 26, 'after the burst');
     });
 
     it('never grows under steady timeouts (one request in ten never answered)', async () => {
