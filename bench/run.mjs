@@ -22,6 +22,7 @@
  *   report(cells, config)  → { markdown, targets: [{ pass, text }] }; each cell carries its
  *                          `runs` (results) and `errors`
  *   nodeArgs (optional)    extra flags for its children
+ *   reps (optional)        at most this many repetitions of its cells (long, exact ones)
  * and add <name> to GROUPS. Nothing else here changes.
  */
 import { execFile, execFileSync } from 'node:child_process';
@@ -31,7 +32,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { int } from './stats.mjs';
 
-const GROUPS = ['throughput', 'memory', 'makespan', 'map', 'rate', 'limiter', 'http'];
+const GROUPS = ['throughput', 'memory', 'makespan', 'map', 'rate', 'limiter', 'http', 'adaptive'];
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const CHILD = fileURLToPath(new URL('child.mjs', import.meta.url));
@@ -48,6 +49,8 @@ const environment = describeEnvironment();
 const jobs = [];
 for (let rep = 1; rep <= config.reps; rep++) {
   for (const group of groups) {
+    // A group whose cells are long and exact may ask for fewer repetitions (`export const reps`).
+    if (rep > (group.module.reps ?? config.reps)) continue;
     for (const cell of group.cells) jobs.push({ group, cell, rep });
   }
 }

@@ -39,6 +39,7 @@ import { Pace, type Pacer } from './_pace.ts';
 import { Room, type Overflow } from './_room.ts';
 import {
   Attempt,
+  isDropStatus,
   State,
   Task,
   TaskList,
@@ -77,11 +78,31 @@ export interface LifecycleSettings {
 /** Queues microtasks. */
 const SETTLED: Promise<void> = Promise.resolve();
 
-/** Whether an attempt's failure says the other side refused or shed the work. */
-function isDrop(error: unknown, attempt: Attempt): boolean {
-  if (attempt.timedOut || error instanceof TimeoutError) return true;
-  const status = (error as { status?: unknown } | null)?.status;
-  return status === 429 || status === 503;
+/**
+ * What an attempt's permits are given back with: how a gate that learns (an adaptive limit) sees
+ * the attempt, decided here only. A drop is the other side refusing or shedding the work: a
+ * timeout (even if the attempt ended well later), a failure whose `status` is 429 or 503, or a
+ * refusal the runner delivered as its result (`Attempt.dropped`). A cancelled attempt (its caller
+ * aborted, the limiter closed, a permit was lost) says nothing of the other side: no outcome, so
+ * the gate learns nothing from it.
+ */
+function outcomeOf(
+  attempt: Attempt,
+  ok: boolean,
+  outcome: unknown,
+  latencyMs: number,
+): ReleaseOutcome | undefined {
+  if (attempt.timedOut) return { ok: false, dropped: true, latencyMs };
+  if (attempt.aborted) return undefined;
+  const result: ReleaseOutcome = { ok, latencyMs };
+  if (attempt.dropped || (!ok && isDropError(outcome))) result.dropped = true;
+  return result;
+}
+
+/** Whether an attempt's error says the other side refused or shed the work. */
+function isDropError(error: unknown): boolean {
+  if (error instanceof TimeoutError) return true;
+  return isDropStatus((error as { status?: unknown } | null)?.status);
 }
 
 export class Lifecycle extends Room implements TaskHost {
@@ -362,12 +383,8 @@ export class Lifecycle extends Room implements TaskHost {
     const held = attempt.held;
     if (held !== undefined) {
       if (held.unwatch !== undefined) for (const stop of held.unwatch) stop();
-      const result: ReleaseOutcome = {
-        ok,
-        latencyMs: this.engine.clock.now() - held.startedAt,
-      };
-      if (!ok && isDrop(outcome, attempt)) result.dropped = true;
-      releaseAll(held.permits, result);
+      const latencyMs = this.engine.clock.now() - held.startedAt;
+      releaseAll(held.permits, outcomeOf(attempt, ok, outcome, latencyMs));
     }
     // The release tells waiters of the room and of an empty line: what is left to tell is
     // whether the limiter went idle, once its permits are back.

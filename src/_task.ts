@@ -33,6 +33,15 @@ export const enum State {
   Done,
 }
 
+/**
+ * Whether a status says the other side refused or shed the work (429 Too Many Requests, 503
+ * Service Unavailable): the one rule for what a gate that learns counts as a drop, for an error's
+ * `status` and for a response delivered as a result alike.
+ */
+export function isDropStatus(status: unknown): boolean {
+  return status === 429 || status === 503;
+}
+
 /** What a task receives. */
 export interface TaskContext {
   /** Aborts when the attempt times out, the caller aborts, or the limiter closes. */
@@ -127,6 +136,11 @@ export class Attempt extends Due implements TaskContext {
   #aborted = false;
   settled = false;
   timedOut = false;
+  /**
+   * The other side refused or shed the work, though the attempt delivers what came back as its
+   * result (an HTTP 429 or 503 not retried): a gate that learns counts it as a drop.
+   */
+  dropped = false;
   /** What it holds of the gates given to the limiter (none: one object less per attempt). */
   held: Held | undefined = undefined;
   /** A retry decided before the attempt ended (see `decide()`): it stands, whatever comes. */

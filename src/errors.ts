@@ -43,6 +43,20 @@ export class QueueFullError extends SluiceError {
   }
 }
 
+/**
+ * A client-side throttle refused the request before it was sent: the server had been refusing
+ * most requests (see the `throttle` option of `adaptive()`).
+ */
+export class ThrottledError extends SluiceError {
+  /** The odds of a refusal when this one was drawn. */
+  readonly probability: number;
+
+  constructor(message: string, probability: number, options?: ErrorOptions) {
+    super(message, 'ERR_SLUICE_THROTTLED', options);
+    this.probability = probability;
+  }
+}
+
 /** Every attempt failed; `cause` is the last attempt's error. */
 export class RetryError extends SluiceError {
   /** How many attempts were made, the first one included. */

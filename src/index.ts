@@ -42,4 +42,14 @@ export {
   QueueFullError,
   RetryError,
   LeaseLostError,
+  ThrottledError,
 } from './errors.ts';
+export {
+  adaptive,
+  AdaptiveLimit,
+  type AdaptiveAlgorithm,
+  type AdaptiveEvents,
+  type AdaptiveOptions,
+  type AdaptiveStats,
+  type LimitChangeEvent,
+} from './adaptive.ts';

@@ -49,7 +49,8 @@ export interface KeyedLimiterOptions<K = string> extends Omit<RateOptions, 'rate
   rate?: RateSpec | Gate | readonly (RateSpec | Gate)[];
   /**
    * The limits of each key: any `Limiter` option (concurrency, rate, retry, timeout, …), or a
-   * function of the key that returns them (for per-key overrides).
+   * function of the key that returns them (for per-key overrides). An adaptive concurrency
+   * (`adaptive()`) is forked for each key: every key's limit adapts on its own.
    */
   perKey?: PerKeyOptions | ((key: K) => PerKeyOptions);
   /**
@@ -58,6 +59,19 @@ export interface KeyedLimiterOptions<K = string> extends Omit<RateOptions, 'rate
    */
   idleTtl?: number;
   clock?: LimiterOptions['clock'];
+}
+
+/**
+ * A concurrency gate that keeps a state per key (an adaptive limit: it has a `fork(key)` method)
+ * is forked for each key, so that each key's limit is its own, learned from its own outcomes;
+ * any other value is shared by the keys as it is.
+ */
+function forKey(
+  concurrency: PerKeyOptions['concurrency'],
+  key: unknown,
+): PerKeyOptions['concurrency'] {
+  const fork = (concurrency as { fork?: unknown } | undefined)?.fork;
+  return typeof fork === 'function' ? (fork.call(concurrency, key) as Gate) : concurrency;
 }
 
 interface Entry {
@@ -227,6 +241,7 @@ export class KeyedLimiter<K = string> {
     if (entry === undefined) {
       const perKey = typeof this.#perKey === 'function' ? this.#perKey(key) : this.#perKey;
       const options: KeyLimiterOptions = { ...perKey, clock: this.#clock };
+      options.concurrency = forKey(perKey.concurrency, key);
       if (this.#outer.concurrency.length > 0 || this.#outer.rate.length > 0)
         options[OUTER_GATES] = this.#outer;
       const limiter = new Limiter(options);

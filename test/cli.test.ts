@@ -175,7 +175,7 @@ describe('sluice fetch: option errors', () => {
     [
       'a concurrency of 0',
       ['fetch', '-c', '0'],
-      /'-c, --concurrency <n>' argument '0' is invalid\. Expected an integer >= 1\./,
+      /'-c, --concurrency <n>' argument '0' is invalid\. Expected an integer >= 1 or "auto"\./,
     ],
     ['a concurrency that is not an integer', ['fetch', '-c', '2.5'], /Expected an integer >= 1/],
     ['a malformed rate', ['fetch', '--rate', 'ten per second'], /Expected a rate like "10\/s"/],
@@ -187,6 +187,36 @@ describe('sluice fetch: option errors', () => {
       /Expected "Name: value"/,
     ],
     ['an unknown option', ['fetch', '--bogus'], /unknown option '--bogus'/],
+    [
+      '-c auto with --max-concurrency 0',
+      ['fetch', '-c', 'auto', '--max-concurrency', '0'],
+      /'--max-concurrency <n>' argument '0' is invalid\. Expected an integer >= 1\./,
+    ],
+    [
+      '-c neither a number nor auto',
+      ['fetch', '-c', 'lots'],
+      /'-c, --concurrency <n>' argument 'lots' is invalid\. Expected an integer >= 1 or "auto"\./,
+    ],
+    [
+      '--max-concurrency without -c auto',
+      ['fetch', '-c', '8', '--max-concurrency', '100'],
+      /--max-concurrency is the ceiling of -c auto: use it with -c auto/,
+    ],
+    [
+      '--algorithm without -c auto',
+      ['fetch', '--algorithm', 'vegas'],
+      /--algorithm is how -c auto adapts: use it with -c auto/,
+    ],
+    [
+      'an unknown --algorithm',
+      ['fetch', '-c', 'auto', '--algorithm', 'bbr'],
+      /'--algorithm <name>' argument 'bbr' is invalid\. Allowed choices are gradient2, vegas, aimd\./,
+    ],
+    [
+      '-c auto with --per-host-concurrency',
+      ['fetch', '-c', 'auto', '--per-host-concurrency', '4'],
+      /with -c auto each origin's limit adapts: --per-host-concurrency cannot be used with it/,
+    ],
     ['a second file', ['fetch', 'a.txt', 'b.txt'], /too many arguments/],
   ];
   for (const [what, argv, message] of cases) {

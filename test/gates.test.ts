@@ -2,9 +2,10 @@
  * Every gate of sluice runs the one gate contract (test/contract/gate.ts): the in-memory ones
  * through both their paths, a limiter's own concurrency, a limiter that keeps its concurrency or
  * its rate with a gate it was given (synchronous or not), a rate limiter, and a keyed limiter's
- * gate for a key (its share of the global concurrency included).
+ * gate for a key (its share of the global concurrency included), and an adaptive limit held still
+ * (min = max = initial: a limit that moves cannot be held to a fixed capacity).
  */
-import { KeyedLimiter, Limiter, Mutex, RateLimiter, Semaphore } from '../src/index.ts';
+import { adaptive, KeyedLimiter, Limiter, Mutex, RateLimiter, Semaphore } from '../src/index.ts';
 import { asyncOnly, gateContract } from './contract/gate.ts';
 
 gateContract('Semaphore', (capacity, clock) => {
@@ -106,3 +107,14 @@ gateContract(
     };
   },
 );
+
+gateContract('an adaptive limit held still (min = max = initial)', (capacity, clock) => {
+  const gate = adaptive({ min: capacity, max: capacity, initial: capacity, clock });
+  return { gate, held: () => gate.held, waiting: () => gate.waiting };
+});
+
+gateContract('a Limiter whose concurrency is an adaptive limit held still', (capacity, clock) => {
+  const gate = adaptive({ min: capacity, max: capacity, initial: capacity, clock });
+  const limiter = new Limiter({ concurrency: gate, clock });
+  return { gate: limiter, held: () => gate.held, waiting: () => gate.waiting };
+});

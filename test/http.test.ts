@@ -20,7 +20,13 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
 import { describe, it, type TestContext } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
-import { ClosedError, RetryBudget, RetryError, TimeoutError } from '../src/index.ts';
+import {
+  ClosedError,
+  RetryBudget,
+  RetryError,
+  TimeoutError,
+  type ReleaseOutcome,
+} from '../src/index.ts';
 import {
   createExchange,
   createFetch,
@@ -32,6 +38,7 @@ import {
   type RequestReport,
 } from '../src/http/index.ts';
 import { assertAtRest } from './_helpers/at-rest.ts';
+import { RecordingGate } from './_helpers/recording-gate.ts';
 import { catchUncaught } from './_helpers/uncaught.ts';
 import { Stalled, within } from './_helpers/within.ts';
 import { cli } from './cli-helpers.ts';
@@ -767,6 +774,61 @@ describe('createFetch: timeouts and signals', { timeout: 10_000 }, () => {
       server.arrivals.map((a) => a.path),
       ['/a', '/free'],
     );
+  });
+});
+
+describe('what a gate that learns is told of each attempt', { timeout: 10_000 }, () => {
+  /** [ok, dropped] of each outcome, in the order the permits came back; null for none. */
+  const told = (gate: { released: (ReleaseOutcome | undefined)[] }) =>
+    gate.released.map((o) => (o === undefined ? null : [o.ok, o.dropped === true]));
+
+  for (const kind of ['createFetch', 'createExchange'] as const) {
+    it(`${kind}: a 429 or 503 is a drop, retried or delivered; a 200 and a 404 are not`, async (t) => {
+      const h = new Harness(t);
+      const server = await h.serve((req, res) => {
+        const status = Number(req.url?.slice(1));
+        reply(res, status, {}, String(status));
+      });
+      const gate = new RecordingGate(4);
+      const options: HttpOptions = { concurrency: gate, retry: { retries: 1, minDelay: 1 } };
+      const get = async (path: string, method = 'GET'): Promise<number> => {
+        if (kind === 'createExchange') {
+          const exchange = createExchange(options);
+          t.after(() => exchange.close());
+          return (await exchange(server.url(path), { method })).status;
+        }
+        const response = await h.fetch(options)(server.url(path), { method });
+        await response.text();
+        return response.status;
+      };
+      assert.equal(await get('/200'), 200);
+      assert.equal(await get('/404'), 404);
+      assert.equal(await get('/429'), 429, 'retried once, then delivered');
+      assert.equal(await get('/503', 'POST'), 503, 'delivered at once: a POST is not retried');
+      await until(() => gate.released.length === 5, 'every permit is back');
+      assert.deepEqual(told(gate), [
+        [true, false],
+        [true, false],
+        [false, true],
+        [true, true],
+        [true, true],
+      ]);
+    });
+  }
+
+  it('a timeout is a drop; an abort tells nothing', async (t) => {
+    const h = new Harness(t);
+    const server = await h.serve(() => undefined); // never answers
+    const gate = new RecordingGate(4);
+    const fetch = h.fetch({ concurrency: gate, retry: 0, timeout: 50 });
+    await assert.rejects(fetch(server.url('/slow')), TimeoutError);
+    const controller = new AbortController();
+    const aborted = fetch(server.url('/aborted'), { signal: controller.signal });
+    await until(() => server.arrivals.length === 2, 'the second request arrives');
+    controller.abort();
+    await assert.rejects(aborted, { name: 'AbortError' });
+    await until(() => gate.released.length === 2, 'every permit is back');
+    assert.deepEqual(told(gate), [[false, true], null]);
   });
 });
 

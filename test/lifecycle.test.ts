@@ -13,52 +13,10 @@ import {
   RateLimiter,
   Semaphore,
   TimeoutError,
-  type AcquireOptions,
-  type Gate,
-  type Permit,
-  type ReleaseOutcome,
 } from '../src/index.ts';
 import { flush, ManualClock, state } from './_helpers/clock.ts';
+import { RecordingGate } from './_helpers/recording-gate.ts';
 import { asyncOnly } from './contract/gate.ts';
-
-/** A gate built here: a semaphore that records every acquire and every release with its outcome. */
-class RecordingGate implements Gate {
-  readonly sem: Semaphore;
-  readonly acquired: AcquireOptions[] = [];
-  readonly released: (ReleaseOutcome | undefined)[] = [];
-  /** Aborts the signal of the permits it grants (a lease that was lost). */
-  readonly lose = new AbortController();
-
-  constructor(capacity: number, clock: ManualClock) {
-    this.sem = new Semaphore(capacity, { clock });
-  }
-
-  get capacity(): number {
-    return this.sem.capacity;
-  }
-
-  async acquire(options: AcquireOptions = {}): Promise<Permit> {
-    this.acquired.push(options);
-    const permit = await this.sem.acquire(options);
-    const released = this.released;
-    const signal = this.lose.signal;
-    return {
-      weight: permit.weight,
-      signal,
-      release(outcome) {
-        released.push(outcome);
-        permit.release();
-      },
-      [Symbol.dispose]() {
-        permit.release();
-      },
-      [Symbol.asyncDispose]() {
-        permit.release();
-        return Promise.resolve();
-      },
-    };
-  }
-}
 
 /** Records the instants attempts start, by name. */
 class Starts {
@@ -286,6 +244,58 @@ describe('what a gate does to an attempt', () => {
       ],
     );
     assert.equal(gate.released[2]?.latencyMs, 101);
+  });
+
+  it('tells the gate nothing of a cancelled attempt: aborted by its caller, or by close()', async () => {
+    const clock = new ManualClock();
+    const gate = new RecordingGate(5, clock);
+    const limiter = new Limiter({ concurrency: gate, clock });
+    // Tasks that ignore their signal and end as they would have: what they end with is no
+    // evidence of the other side's state once nobody waits for them.
+    const ending: (() => void)[] = [];
+    const stubborn = (ok: boolean) => () =>
+      new Promise((resolve, reject) => {
+        ending.push(() => {
+          if (ok) resolve('late');
+          else reject(Object.assign(new Error('too many'), { status: 429 }));
+        });
+      });
+    const controller = new AbortController();
+    const aborted = limiter.schedule(stubborn(true), { signal: controller.signal });
+    const abortedDrop = limiter.schedule(stubborn(false), { signal: controller.signal });
+    const closed = limiter.schedule(stubborn(true));
+    await flush();
+    controller.abort(new Error('never mind'));
+    await assert.rejects(aborted, /never mind/);
+    await assert.rejects(abortedDrop, /never mind/);
+    const closedRejects = assert.rejects(closed, ClosedError);
+    const closing = limiter.close({ deadline: 10 });
+    await clock.advance(10);
+    await closedRejects;
+    await closing;
+    for (const end of ending) end();
+    await flush();
+    assert.deepEqual(gate.released, [undefined, undefined, undefined]);
+    assert.equal(gate.sem.held, 0);
+  });
+
+  it('tells the gate of a drop when an attempt that timed out ends well later', async () => {
+    const clock = new ManualClock();
+    const gate = new RecordingGate(5, clock);
+    const limiter = new Limiter({ concurrency: gate, clock, timeout: 100 });
+    const late = limiter.schedule(
+      () =>
+        new Promise((resolve) => {
+          clock.setTimeout(() => {
+            resolve('late');
+          }, 150);
+        }),
+    );
+    const timedOut = assert.rejects(late, TimeoutError);
+    await clock.advance(100);
+    await timedOut;
+    await clock.advance(50);
+    assert.deepEqual(gate.released, [{ ok: false, dropped: true, latencyMs: 150 }]);
   });
 
   it('a task waiting for a gate is withdrawn by its signal, and by close()', async () => {

@@ -214,6 +214,30 @@ describe('report aggregation', () => {
     assert.match(html, /<title>1\.196–1\.198 s: 2 in flight \(mean\)<\/title>/);
   });
 
+  it('plots an adaptive limit over time beside the in-flight count, as its mean per bucket', () => {
+    const config: RunConfig = {
+      ...CONFIG,
+      concurrency: 256,
+      adaptive: { algorithm: 'vegas', max: 256 },
+    };
+    const report = createReport(config, 0);
+    // The limit is 4 for the first 600 ms, then 8; two requests run the whole second.
+    report.limit?.(0, 4);
+    report.limit?.(600, 8);
+    for (let i = 0; i < 2; i++) report.add(entry(i, { start: 0, ms: 1000 }));
+    report.finish(1000, false);
+    const html = report.render();
+    const { text } = parseHtml(html);
+    assert.match(text, /concurrencyauto \(vegas, at most 256\)/);
+    assert.match(text, /limit auto/);
+    // 2 ms buckets: the bucket across the change holds its mean, and the last one the new limit.
+    assert.match(html, /<title>0\.000–0\.002 s: 2 in flight \(mean\), limit 4<\/title>/);
+    assert.match(html, /<title>0\.598–0\.600 s: 2 in flight \(mean\), limit 4<\/title>/);
+    assert.match(html, /<title>0\.998–1\.000 s: 2 in flight \(mean\), limit 8<\/title>/);
+    assert.match(html, /<path class="limit-line" d="M/);
+    assert.doesNotMatch(html, /concurrency limit 256/, 'no fixed limit line at the ceiling');
+  });
+
   it('keeps the 20 slowest requests, slowest first', () => {
     const aggregate = new RunAggregate();
     const random = seeded(2);

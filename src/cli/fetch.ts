@@ -15,6 +15,7 @@ import {
   type Exchanged,
   type HttpOptions,
 } from '../http/index.ts';
+import { adaptive, type AdaptiveAlgorithm } from '../adaptive.ts';
 import { ClosedError } from '../errors.ts';
 import { bodyField, bodyRecord, keptLimit } from './fetch-body.ts';
 import { parseFetchLine, redact, SENSITIVE, type FetchTask } from './fetch-line.ts';
@@ -22,7 +23,10 @@ import type { Command, Outcome } from './run.ts';
 
 /** What `sluice fetch` was asked, parsed and checked. */
 export interface FetchSettings {
+  /** The global concurrency (with `adaptive`, its ceiling). */
   concurrency: number;
+  /** `-c auto`: each origin's limit adapts, by `algorithm`, up to `max`. */
+  adaptive: { algorithm: AdaptiveAlgorithm; max: number } | undefined;
   rates: string[];
   perHostConcurrency: number | undefined;
   perHostRates: string[];
@@ -65,15 +69,33 @@ export class FetchCommand implements Command<FetchTask> {
   /** Values masked in every message: the sensitive `-H` headers. */
   readonly #secrets: string[];
   #stopped = false;
+  /** With -c auto: each origin's limit now (an origin counts from its first request). */
+  readonly #limits = new Map<unknown, number>();
+  #initialLimit = 0;
+  #onLimit: ((limit: number) => void) | undefined;
 
   constructor(settings: FetchSettings) {
     this.#settings = settings;
+    let perHost: HttpOptions['concurrency'] = settings.perHostConcurrency ?? settings.concurrency;
+    if (settings.adaptive !== undefined) {
+      // One per origin: the client's limiter forks it for each.
+      const template = adaptive({
+        algorithm: settings.adaptive.algorithm,
+        max: settings.adaptive.max,
+      });
+      this.#initialLimit = template.limit;
+      template.on('limit', ({ key, limit }) => {
+        this.#limits.set(key, limit);
+        this.#tellLimit();
+      });
+      perHost = template;
+    }
     const options: HttpOptions = {
       concurrency: settings.concurrency,
       // Every attempt passes the global rate, retries included (the client's limiter keeps it).
       ...(settings.rates.length > 0 ? { rate: settings.rates } : {}),
       perOrigin: {
-        concurrency: settings.perHostConcurrency ?? settings.concurrency,
+        concurrency: perHost,
         ...(settings.perHostRates.length > 0 ? { rate: settings.perHostRates } : {}),
       },
       retry: settings.retries,
@@ -170,6 +192,10 @@ export class FetchCommand implements Command<FetchTask> {
     if (this.#stopped) {
       done(this.notRun(task, index));
       return;
+    }
+    if (this.#settings.adaptive !== undefined && !this.#limits.has(target.origin)) {
+      this.#limits.set(target.origin, this.#initialLimit); // its limit starts there
+      this.#tellLimit();
     }
     const sink = new LineSink(this, task, index, done);
     try {
@@ -280,6 +306,21 @@ export class FetchCommand implements Command<FetchTask> {
 
   inFlight(): number {
     return this.#request.client.limiter.activeCount;
+  }
+
+  /** With -c auto, `listener` hears the limit of all origins together whenever it changes. */
+  watchLimit(listener: (limit: number) => void): void {
+    if (this.#settings.adaptive === undefined) return;
+    this.#onLimit = listener;
+    this.#tellLimit();
+  }
+
+  /** The sum of the origins' limits (within the ceiling), to whoever watches it. */
+  #tellLimit(): void {
+    if (this.#onLimit === undefined || this.#limits.size === 0) return;
+    let sum = 0;
+    for (const limit of this.#limits.values()) sum += limit;
+    this.#onLimit(Math.min(sum, this.#settings.concurrency));
   }
 
   stop(): void {

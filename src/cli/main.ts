@@ -12,6 +12,7 @@ import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { parseDuration, parseRate } from '../_parse.ts';
+import type { AdaptiveAlgorithm } from '../adaptive.ts';
 import { BAD_VALUE, forbiddenMethod } from '../http/_cli.ts';
 import { ExecCommand, type ExecSettings } from './exec.ts';
 import { FetchCommand, type FetchSettings } from './fetch.ts';
@@ -30,6 +31,16 @@ function integer(min: number): (value: string) => number {
     }
     return n;
   };
+}
+
+/** `-c` of `sluice fetch`: a number, or `auto` (an adaptive limit per origin). */
+function concurrencyOrAuto(value: string): number | 'auto' {
+  if (value.trim() === 'auto') return 'auto';
+  try {
+    return integer(1)(value);
+  } catch {
+    throw new InvalidArgumentError('Expected an integer >= 1 or "auto".');
+  }
 }
 
 function duration(value: string): number {
@@ -105,14 +116,24 @@ function version(): string {
   }
 }
 
-/** The options both commands take. */
-function addLineOptions(command: Command, concurrency: number, concurrencyText?: string): Command {
+/** The options both commands take (`auto`: `-c` may be `auto`). */
+function addLineOptions(
+  command: Command,
+  concurrency: number,
+  concurrencyText?: string,
+  auto = false,
+): Command {
   return command
     .argument('[file]', 'input file, one job per line (blank lines skipped); - or none: stdin')
     .option('-o, --output <file>', 'write the records to FILE instead of stdout')
     .addOption(
-      new Option('-c, --concurrency <n>', 'at most N in flight at once')
-        .argParser(integer(1))
+      new Option(
+        '-c, --concurrency <n>',
+        auto
+          ? "at most N in flight at once; auto: find each origin's limit from its latency, 429s, 503s and timeouts"
+          : 'at most N in flight at once',
+      )
+        .argParser(auto ? concurrencyOrAuto : integer(1))
         .default(concurrency, concurrencyText),
     )
     .option('--rate <rate>', 'at most this many starts, e.g. 10/s (repeatable: all hold)', rate)
@@ -124,7 +145,7 @@ function addLineOptions(command: Command, concurrency: number, concurrencyText?:
 
 interface LineOptions {
   output?: string;
-  concurrency: number;
+  concurrency: number | 'auto';
   rate?: string[];
   ordered?: boolean;
   resume?: string;
@@ -144,6 +165,8 @@ function lineSettings(file: string | undefined, options: LineOptions): LineSetti
 }
 
 interface FetchOptions extends LineOptions {
+  maxConcurrency?: number;
+  algorithm?: AdaptiveAlgorithm;
   perHostConcurrency?: number;
   perHostRate?: string[];
   retries: number;
@@ -156,17 +179,47 @@ interface FetchOptions extends LineOptions {
 }
 
 interface ExecOptions extends LineOptions {
+  concurrency: number;
   retries: number;
   timeout?: number;
 }
 
-async function fetchAction(io: CliIo, file: string | undefined, o: FetchOptions): Promise<number> {
+/** The default of --max-concurrency, the ceiling of -c auto. */
+const MAX_CONCURRENCY = 256;
+
+/**
+ * `-c auto` and the options that only mean something with it, checked together: what `fetch`
+ * adapts with, or undefined for a fixed `-c`. A misuse is a usage error (`fail`).
+ */
+function adaptiveOf(o: FetchOptions, fail: (message: string) => never): FetchSettings['adaptive'] {
+  if (o.concurrency !== 'auto') {
+    if (o.maxConcurrency !== undefined)
+      fail('--max-concurrency is the ceiling of -c auto: use it with -c auto');
+    if (o.algorithm !== undefined) fail('--algorithm is how -c auto adapts: use it with -c auto');
+    return undefined;
+  }
+  if (o.perHostConcurrency !== undefined)
+    fail(
+      "with -c auto each origin's limit adapts: --per-host-concurrency cannot be used with it (--max-concurrency is its ceiling)",
+    );
+  return { algorithm: o.algorithm ?? 'gradient2', max: o.maxConcurrency ?? MAX_CONCURRENCY };
+}
+
+async function fetchAction(
+  io: CliIo,
+  file: string | undefined,
+  o: FetchOptions,
+  fail: (message: string) => never,
+): Promise<number> {
+  const adaptive = adaptiveOf(o, fail);
   // Some APIs refuse a request without a User-Agent. -H and a line's own headers replace these.
   const headers: Record<string, string> = { 'user-agent': `sluice/${version()}`, accept: '*/*' };
   if (o.compressed === true) headers['accept-encoding'] = 'gzip, deflate, br';
   for (const [name, value] of o.header ?? []) headers[name] = value;
   const settings: FetchSettings = {
-    concurrency: o.concurrency,
+    // With -c auto, the ceiling is the global concurrency too.
+    concurrency: adaptive?.max ?? (o.concurrency as number),
+    adaptive,
     rates: o.rate ?? [],
     perHostConcurrency: o.perHostConcurrency,
     perHostRates: o.perHostRate ?? [],
@@ -184,6 +237,7 @@ async function fetchAction(io: CliIo, file: string | undefined, o: FetchOptions)
     retries: settings.retries,
     timeoutMs: o.timeout,
   };
+  if (adaptive !== undefined) config.adaptive = adaptive;
   if (settings.perHostConcurrency !== undefined)
     config.perHostConcurrency = settings.perHostConcurrency;
   if (settings.perHostRates.length > 0) config.perHostRates = settings.perHostRates;
@@ -191,7 +245,8 @@ async function fetchAction(io: CliIo, file: string | undefined, o: FetchOptions)
   // and with a global rate, a start the rate allowed could then wait for a slot and go out in a
   // burst later. Per-host limits that can bind are the exception: lines for other hosts must be
   // at hand when one host's slots are full, so twice as many are admitted, and the client serves
-  // the hosts in turn.
+  // the hosts in turn. With -c auto, as many as the ceiling: each origin's limit below it finds
+  // work waiting, which is what lets it grow.
   const perHostBinds =
     (settings.perHostConcurrency !== undefined &&
       settings.perHostConcurrency < settings.concurrency) ||
@@ -260,7 +315,19 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
     .description(
       'Send one HTTP request per input line (a URL, or JSON {"url","method","headers","body","id"}) and write one JSON record per line: {index,id,url,status,ok,attempts,ms,bytes,error}.',
     );
-  addLineOptions(fetch, 16)
+  addLineOptions(fetch, 16, undefined, true)
+    .addOption(
+      new Option(
+        '--max-concurrency <n>',
+        `with -c auto: the most each origin's limit, and all in flight together, may reach (default: ${MAX_CONCURRENCY})`,
+      ).argParser(integer(1)),
+    )
+    .addOption(
+      new Option(
+        '--algorithm <name>',
+        'with -c auto: how the limit adapts (default: gradient2; see the README)',
+      ).choices(['gradient2', 'vegas', 'aimd']),
+    )
     .option(
       '--per-host-concurrency <n>',
       'at most N in flight per origin (default: --concurrency)',
@@ -302,7 +369,7 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
     )
     .addHelpText('after', EXIT_CODES)
     .action(async (file: string | undefined, options: FetchOptions) => {
-      code = await fetchAction(io, file, options);
+      code = await fetchAction(io, file, options, (message) => fetch.error(message));
     });
 
   const exec = configure(program.command('exec'), 'exec')

@@ -66,8 +66,8 @@ export class Timeline {
     this.#used = Math.max(this.#used, bucket + 1);
   }
 
-  /** Adds to each bucket how many milliseconds of [from, to] fall in it. */
-  addSpan(series: number, from: number, to: number): void {
+  /** Adds to each bucket how many milliseconds of [from, to] fall in it, times `weight`. */
+  addSpan(series: number, from: number, to: number, weight = 1): void {
     if (!Number.isFinite(from) || !Number.isFinite(to)) return;
     const start = Math.max(0, from);
     const end = Math.max(start, to);
@@ -78,7 +78,7 @@ export class Timeline {
     const last = Math.min(MAX_BUCKETS - 1, Math.floor(end / width));
     for (let bucket = first; bucket <= last; bucket++) {
       const overlap = Math.min(end, (bucket + 1) * width) - Math.max(start, bucket * width);
-      if (overlap > 0) buckets[bucket]! += overlap;
+      if (overlap > 0) buckets[bucket]! += overlap * weight;
     }
     if (end > start) this.#used = Math.max(this.#used, Math.ceil(end / width));
   }
@@ -208,8 +208,15 @@ export class RunAggregate {
   bytes = 0;
   /** The latest time any entry mentions, ms since the start. */
   lastTime = 0;
-  /** Milliseconds in flight per bucket (divide by the width for the mean number in flight). */
-  readonly inFlight = new Timeline(1, 1);
+  /**
+   * Per bucket, series 0: milliseconds in flight (divide by the width for the mean number in
+   * flight); series 1: the concurrency limit times the milliseconds it held, for a limit that
+   * adapts (divide likewise for its mean). One timeline, so both have the same buckets.
+   */
+  readonly inFlight = new Timeline(1, 2);
+  /** The adaptive limit now, and since when; undefined for a fixed one. */
+  #limit: number | undefined = undefined;
+  #limitSince = 0;
   /** Attempt starts per bucket: series 0 first attempts, series 1 retries. */
   readonly starts = new Timeline(1000, 2);
   /** Latency of the entries that ran to an end, µs. */
@@ -226,6 +233,24 @@ export class RunAggregate {
   readonly failures: KeptRequest[] = [];
   /** Failures beyond the ones kept. */
   failuresNotKept = 0;
+
+  /** Whether an adaptive limit was told. */
+  get hasLimit(): boolean {
+    return this.#limit !== undefined;
+  }
+
+  /** The adaptive limit is `limit` from `at` on. */
+  setLimit(at: number, limit: number): void {
+    this.closeLimit(at);
+    this.#limit = limit;
+  }
+
+  /** Counts the limit up to `at` (the limit holds on after it). */
+  closeLimit(at: number): void {
+    if (this.#limit !== undefined && at > this.#limitSince)
+      this.inFlight.addSpan(1, this.#limitSince, at, this.#limit);
+    this.#limitSince = Math.max(this.#limitSince, at);
+  }
 
   add(entry: RunEntry): void {
     this.total++;

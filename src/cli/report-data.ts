@@ -7,7 +7,10 @@
 /** The limits a run was given, as the user wrote them. */
 export interface RunConfig {
   command: 'fetch' | 'exec';
+  /** The concurrency; with `adaptive`, its ceiling. */
   concurrency: number;
+  /** `-c auto`: the concurrency adapted, by `algorithm`, up to `max`. */
+  adaptive?: { algorithm: string; max: number };
   /** Global rates, e.g. ['10/s']. */
   rates: string[];
   perHostConcurrency?: number;
@@ -44,6 +47,8 @@ export interface RunEntry {
 export interface ReportSink {
   /** Takes one entry; keeps aggregates, not the entry (bounded memory whatever the run's length). */
   add(entry: RunEntry): void;
+  /** The concurrency limit (one that adapts) is `limit` from `at` ms after the run started. */
+  limit?(at: number, limit: number): void;
   /** The run is over: how long it took, and whether it was interrupted. */
   finish(durationMs: number, interrupted: boolean): void;
   /** The self-contained HTML page. */

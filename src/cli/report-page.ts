@@ -97,7 +97,12 @@ function legend(items: [label: string, colour: string, dashed?: boolean][]): str
 /** The limits the run was given, as the user wrote them. */
 function limitsList(config: RunConfig): string {
   const items: [string, string][] = [
-    ['concurrency', formatCount(config.concurrency)],
+    [
+      'concurrency',
+      config.adaptive === undefined
+        ? formatCount(config.concurrency)
+        : `auto (${config.adaptive.algorithm}, at most ${formatCount(config.adaptive.max)})`,
+    ],
     ['rate', config.rates.length > 0 ? config.rates.join(' and ') : 'none'],
   ];
   if (config.perHostConcurrency !== undefined) {
@@ -150,12 +155,17 @@ export function renderPage(
         .join('')
     : `<span>No ${words.one} ran to an end.</span>`;
 
-  // In flight: the mean over the part of each bucket that lies within the run.
+  // In flight, and an adaptive limit: the mean over the part of each bucket within the run.
+  a.closeLimit(spanMs);
   const width = a.inFlight.width;
-  const means = Array.from(a.inFlight.values(0), (sum, i) => {
-    const covered = Math.min(width, spanMs - i * width);
-    return sum / (covered > 0 ? covered : width);
-  });
+  const meanOf = (series: number): number[] =>
+    Array.from(a.inFlight.values(series), (sum, i) => {
+      const covered = Math.min(width, spanMs - i * width);
+      return sum / (covered > 0 ? covered : width);
+    });
+  const means = meanOf(0);
+  const limits = a.hasLimit ? meanOf(1) : undefined;
+  const adaptive = config.adaptive !== undefined;
   const peakInFlight = means.reduce((max, v) => Math.max(max, v), 0);
   const startsWidth = a.starts.width;
 
@@ -180,7 +190,7 @@ export function renderPage(
     card(
       'in flight, peak',
       formatCount(peakInFlight, 1),
-      `mean per ${formatMs(width)} · limit ${formatCount(config.concurrency)}`,
+      `mean per ${formatMs(width)} · limit ${adaptive ? 'auto' : formatCount(config.concurrency)}`,
     ),
     card('retries', formatCount(a.retries), `${formatCount(a.retried)} ${words.many} retried`),
     ...(a.bytes > 0 ? [card('received', formatBytes(a.bytes))] : []),
@@ -224,8 +234,16 @@ ${limitsList(config)}
 </section>
 <section>
 <h2>In flight over time</h2>
-<figure>${scroll(inFlightChart({ width, spanMs, means }, config.concurrency))}
-<figcaption>Mean number of ${words.many} in flight in each ${escapeHtml(formatMs(width))} bucket, from the start of a ${words.one}'s first attempt to its end; the dashed line is the concurrency limit.</figcaption></figure>
+<figure>${scroll(inFlightChart({ width, spanMs, means, limits }, adaptive ? undefined : config.concurrency))}
+${
+  adaptive
+    ? legend([
+        [`${words.many} in flight`, 'accent'],
+        ['concurrency limit', 'limit'],
+      ])
+    : ''
+}
+<figcaption>Mean number of ${words.many} in flight in each ${escapeHtml(formatMs(width))} bucket, from the start of a ${words.one}'s first attempt to its end; ${adaptive ? `the line is the concurrency limit as it adapted (the mean in each bucket, all origins together, within the ceiling of ${formatCount(config.concurrency)})` : 'the dashed line is the concurrency limit'}.</figcaption></figure>
 </section>
 <section>
 <h2>Starts per second</h2>

@@ -75,6 +75,7 @@ svg.chart .bar { fill: var(--accent); }
 svg.chart .bar-retry { fill: var(--retry); }
 svg.chart .bar-fail { fill: var(--fail); }
 svg.chart .limit { stroke: var(--limit); stroke-width: 1.5; stroke-dasharray: 6 4; }
+svg.chart .limit-line { fill: none; stroke: var(--limit); stroke-width: 1.5; stroke-linejoin: round; }
 svg.chart .limit-label { fill: var(--limit); font-weight: 600; }
 svg.chart .marker { stroke: var(--marker); stroke-width: 1; stroke-dasharray: 3 3; }
 svg.chart .marker-label { fill: var(--fg); font-weight: 600; }

@@ -85,15 +85,18 @@ function timeRange(start: number, end: number, width: number): string {
 
 /**
  * In flight over time: a step area of the mean number in flight per bucket, and the concurrency
- * limit as a dashed line. `means[i]` is the mean over bucket i.
+ * limit as a dashed line; or, for a limit that adapts, its mean per bucket as a step line
+ * (`limits`). `means[i]` and `limits[i]` are the means over bucket i.
  */
 export function inFlightChart(
-  series: TimeSeries & { means: ArrayLike<number> },
+  series: TimeSeries & { means: ArrayLike<number>; limits?: ArrayLike<number> | undefined },
   limit: number | undefined,
 ): string {
-  const { width, spanMs, means } = series;
+  const { width, spanMs, means, limits } = series;
   let peak = 0;
   for (let i = 0; i < means.length; i++) peak = Math.max(peak, means[i]!);
+  if (limits !== undefined)
+    for (let i = 0; i < limits.length; i++) peak = Math.max(peak, limits[i]!);
   const { top, ticks } = linearTicks(Math.max(peak, limit ?? 0) * 1.08);
   const time = timeTicks(spanMs);
   const span = spanMs > 0 ? spanMs : EMPTY_SPAN;
@@ -103,17 +106,25 @@ export function inFlightChart(
   if (means.length === 0) body = empty('no request ran');
   else {
     let path = `M${X0} ${Y0}`;
+    let line = '';
     let hover = '';
     for (let i = 0; i < means.length; i++) {
       const value = means[i]!;
       path += `V${r(y(value))}H${r(x((i + 1) * width))}`;
       const left = x(i * width);
+      const bound = limits?.[i];
+      if (bound !== undefined)
+        line += `${line === '' ? `M${r(left)} ` : 'V'}${r(y(bound))}H${r(x((i + 1) * width))}`;
+      const limitText = bound === undefined ? '' : `, limit ${formatCount(bound, 1)}`;
       hover +=
         `<rect class="hover" x="${r(left)}" y="${Y1}" width="${r(Math.max(0.5, x((i + 1) * width) - left))}" height="${Y0 - Y1}">` +
-        `<title>${timeRange(i * width, Math.min(span, (i + 1) * width), width)}: ${formatCount(value, 1)} in flight (mean)</title></rect>`;
+        `<title>${timeRange(i * width, Math.min(span, (i + 1) * width), width)}: ${formatCount(value, 1)} in flight (mean)${limitText}</title></rect>`;
     }
     path += `V${Y0}Z`;
-    body = `<path class="area" d="${path}"/>${hover}`;
+    body =
+      `<path class="area" d="${path}"/>` +
+      (line === '' ? '' : `<path class="limit-line" d="${line}"/>`) +
+      hover;
   }
   const limitMark = limit === undefined ? '' : limitLine(y(limit), `concurrency limit ${limit}`);
   return (

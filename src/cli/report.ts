@@ -1,6 +1,7 @@
 /**
  * `--report run.html`: one self-contained HTML page about a `sluice fetch` or `sluice exec` run —
- * summary numbers, in flight over time against the concurrency limit, starts per second against the
+ * summary numbers, in flight over time against the concurrency limit (one that adapts is drawn
+ * as it moved), starts per second against the
  * configured rate, a latency histogram with p50/p90/p99, statuses and retries, the slowest and the
  * failed requests.
  *
@@ -33,6 +34,9 @@ export function createReport(config: RunConfig, startedAt: number): ReportSink {
   return {
     add(entry) {
       aggregate.add(entry);
+    },
+    limit(at, limit) {
+      aggregate.setLimit(at, limit);
     },
     finish(durationMs, interrupted) {
       end = { durationMs, interrupted };

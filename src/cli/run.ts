@@ -71,6 +71,8 @@ export interface Command<T> {
   resumed(record: Record<string, unknown>, raw: string, index: number): Outcome;
   /** Work in flight now (for the progress line). */
   inFlight(): number;
+  /** For a limit that adapts: `listener` hears it (all origins together) as it changes. */
+  watchLimit?(listener: (limit: number) => void): void;
   /** Refuses what waits to start (it ends as "not run"); what runs goes on. */
   stop(): void;
   /** Cancels everything: what runs ends as "cancelled", what waits as "not run". */
@@ -129,6 +131,12 @@ export class Run<T> {
     this.#stats = options.stats;
     options.output.onReady = this.#notify;
     options.output.onFailed = this.#onOutputFailed;
+    const report = options.report;
+    if (report?.limit !== undefined) {
+      command.watchLimit?.((limit) => {
+        report.limit?.(performance.now() - this.#started, limit);
+      });
+    }
   }
 
   /** Runs to the end, or until a second interrupt. */

@@ -5,7 +5,7 @@
  * thrown away; every way an attempt can end goes through `endAttempt`, once.
  */
 import type { Agent } from 'undici';
-import { endAttempt, whenAborted, type AbortTarget, type Attempt } from '../_task.ts';
+import { endAttempt, isDropStatus, whenAborted, type AbortTarget, type Attempt } from '../_task.ts';
 import { serverWait, type ServerWait } from './feedback.ts';
 import type { Wire } from './_h1.ts';
 import { StatusError, type Call, type Sent } from './_call.ts';
@@ -88,6 +88,8 @@ export class AttemptHandle<R> {
       return;
     }
     if (retried === undefined) {
+      // A refusal delivered (not retried) is still a refusal: a gate that learns hears of it.
+      if (isDropStatus(status)) context.dropped = true;
       call.deliver(sent, wait);
       if (sent.done === undefined) endAttempt(context, true, undefined);
       else this.#endAfter(sent.done, true, undefined);

@@ -80,7 +80,8 @@ function checkLimits(name: string, given: unknown, base?: OriginLimits): OriginL
   const concurrency =
     limits.concurrency === undefined
       ? 6
-      : v.integer(`${name}.concurrency`, limits.concurrency, 1, true);
+      : (concurrencyOption(`${name}.concurrency`, limits.concurrency).gate ??
+        v.integer(`${name}.concurrency`, limits.concurrency, 1, true));
   parseRateOptions(limits, name);
   return { ...limits, concurrency };
 }

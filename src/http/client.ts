@@ -50,8 +50,12 @@ export interface OriginGates {
 
 /** The limits of one origin. */
 export interface OriginLimits {
-  /** At most this many requests in flight to the origin. @default 6 */
-  concurrency?: number;
+  /**
+   * At most this many requests in flight to the origin; or a gate that keeps that limit. An
+   * adaptive limit (`adaptive()`) is forked for each origin: each origin's limit adapts on its
+   * own, from 429s, 503s, timeouts and latency. @default 6
+   */
+  concurrency?: number | Gate;
   /** One rate or several (`'10/s'`, `['10/s', '500/min']`). @default none */
   rate?: RateSpec | readonly RateSpec[];
   burst?: number;
@@ -219,7 +223,7 @@ export class HttpClient {
       new (undici().Agent)({
         factory: (origin, opts) => {
           const concurrency = this.#limitsOf(new URL(String(origin)).origin).concurrency ?? 6;
-          const connections = concurrency === Infinity ? null : concurrency;
+          const connections = poolSize(concurrency);
           return originPool(origin, Object.assign({}, opts, undiciTimeouts, { connections }));
         },
       });
@@ -282,6 +286,16 @@ export class HttpClient {
     })();
     return this.#closed;
   }
+}
+
+/**
+ * How many connections an origin's pool may open: its concurrency, or for a gate the most it can
+ * admit (an adaptive limit's `max`); none (no bound) when that is not known.
+ */
+function poolSize(concurrency: number | Gate): number | null {
+  const most =
+    typeof concurrency === 'number' ? concurrency : (concurrency as { max?: unknown }).max;
+  return typeof most === 'number' && most !== Infinity ? most : null;
 }
 
 /** `run()`'s promise-returning `send`, as a transport. */
