@@ -18,7 +18,7 @@ import { Redis } from 'ioredis';
 import { createClient } from 'redis';
 import { Script } from '../src/redis/_client.ts';
 import { RedisSemaphore, redisClient, type RedisClient } from '../src/redis/index.ts';
-import { freePort, needsRedis, RedisServer } from './_helpers/redis.ts';
+import { freePort, needsRedis, RedisServer, waitFor } from './_helpers/redis.ts';
 
 /** An adapter on a fresh connection, and how to end that connection. */
 interface Connected {
@@ -59,15 +59,6 @@ const ADAPTERS: Record<string, Connect> = {
     };
   },
 };
-
-/** Polls `probe` until it returns true, failing after `ms`. */
-async function waitFor(what: string, probe: () => Promise<boolean> | boolean, ms = 10_000) {
-  const deadline = performance.now() + ms;
-  while (!(await probe())) {
-    if (performance.now() > deadline) assert.fail(`${what}: not within ${ms}ms`);
-    await sleep(10);
-  }
-}
 
 /** How often the server ran `command`, from INFO commandstats. */
 async function calls(server: RedisServer, command: string): Promise<number> {
