@@ -268,6 +268,6 @@ export function redisClient(name: string, client: unknown): RedisClient {
   if (isNodeRedis(client)) return fromNodeRedis(client);
   if (isIoRedis(client)) return fromIoRedis(client);
   throw new TypeError(
-    `Expected \`${name}\` to be a connected Redis client (node-redis's createClient() or createCluster(), or ioredis), got ${v.describe(client)}`,
+    `Expected \`${name}\` to be a connected Redis client (node-redis's createClient() or ioredis), got ${v.describe(client)}`,
   );
 }
