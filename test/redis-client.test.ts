@@ -109,8 +109,8 @@ async function semaphoreRound(client: RedisClient, name: string): Promise<void> 
 
 /**
  * A rate round over `client`: an acquire and its release, then two waits, spaced by the rate on
- * Redis's clock (10/s: a start every 100 ms), so the second wait comes at least ~200 ms after the
- * acquire.
+ * Redis's clock (10/s: a start every 100 ms), so the second wait's start is booked 200 ms after
+ * the acquire's.
  */
 async function rateRound(client: RedisClient, name: string): Promise<void> {
   const rate = new RedisRateLimiter(client, name, '10/s');
@@ -119,8 +119,9 @@ async function rateRound(client: RedisClient, name: string): Promise<void> {
   permit.release();
   await rate.wait();
   await rate.wait({ timeout: 15_000 });
-  // Less than 200 ms by the acquire's reply's way back and a timer's rounding at most.
-  assert.ok(performance.now() - t0 >= 150, `${performance.now() - t0}ms`);
+  // 200 ms, less the acquire's reply's way back and the event loop's delay before t0: up to
+  // 100 ms of them on a busy machine. Unspaced, the waits would take a round trip each.
+  assert.ok(performance.now() - t0 >= 100, `${performance.now() - t0}ms`);
   await rate.close();
 }
 

@@ -224,8 +224,10 @@ describe('the shared gates on a 3-master Redis Cluster', needsRedisCluster, () =
             await assertKeysPlaced([name]);
             const starts = await Promise.all(asks);
             starts.sort((x, y) => x - y);
-            // Spaced 100 ms apart: a window of 95% of the second holds 10, however they land.
-            assert.ok(busiest(starts, 950) <= 10, `${name}: ${starts.map(Math.round).join(' ')}`);
+            // Spaced 100 ms apart, 11 starts span a second: within 900 ms, they would have come
+            // 100 ms closer than booked (a start is made at most 20 ms after its slot, and seen
+            // here after the event loop gets to it, late by as much on a busy machine).
+            assert.ok(busiest(starts, 900) <= 10, `${name}: ${starts.map(Math.round).join(' ')}`);
             assert.ok(starts.at(-1)! < (n - 1) * 100 + 2_000, `${name}: the rate is reached`);
             await Promise.all(limiters.map((limiter) => limiter.close()));
           }),
