@@ -4,8 +4,9 @@
  * by its SHA1 and its source once after SCRIPT FLUSH, pass a script's error on, reject once their
  * client is closed, and deliver sharded pub/sub messages until the subscription is closed (after
  * its connection is killed too; and a subscription being made gives up when its signal aborts).
- * Then a RedisSemaphore over each, with AUTH (a password, and an ACL user allowed only sluice's
- * keys and channels) and over TLS with a certificate the test makes.
+ * Then a RedisSemaphore (a waiter woken over pub/sub) and a RedisRateLimiter over each, with AUTH
+ * (a password, and an ACL user allowed only sluice's keys and channels) and over TLS with a
+ * certificate the test makes.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -17,8 +18,13 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import { createClient } from 'redis';
 import { Script } from '../src/redis/_client.ts';
-import { RedisSemaphore, redisClient, type RedisClient } from '../src/redis/index.ts';
-import { freePort, needsRedis, RedisServer } from './_helpers/redis.ts';
+import {
+  RedisRateLimiter,
+  RedisSemaphore,
+  redisClient,
+  type RedisClient,
+} from '../src/redis/index.ts';
+import { freePort, needsRedis, RedisServer, waitFor } from './_helpers/redis.ts';
 
 /** An adapter on a fresh connection, and how to end that connection. */
 interface Connected {
@@ -60,15 +66,6 @@ const ADAPTERS: Record<string, Connect> = {
   },
 };
 
-/** Polls `probe` until it returns true, failing after `ms`. */
-async function waitFor(what: string, probe: () => Promise<boolean> | boolean, ms = 10_000) {
-  const deadline = performance.now() + ms;
-  while (!(await probe())) {
-    if (performance.now() > deadline) assert.fail(`${what}: not within ${ms}ms`);
-    await sleep(10);
-  }
-}
-
 /** How often the server ran `command`, from INFO commandstats. */
 async function calls(server: RedisServer, command: string): Promise<number> {
   const info = await infoSection(server, 'commandstats');
@@ -87,18 +84,45 @@ async function infoSection(server: RedisServer, section: string): Promise<string
   }
 }
 
-/** A semaphore round over `client`: a grant, a waiter in another object woken by a release. */
+/**
+ * A semaphore round over `client`: a grant, a waiter in another object woken by a release. The
+ * waiter's timed check (every min(pollMs, leaseMs / 3)) would come after its timeout: only the
+ * wake-up, on the subscription's own connection (which must authenticate too), can admit it.
+ */
 async function semaphoreRound(client: RedisClient, name: string): Promise<void> {
   const a = new RedisSemaphore(client, name, { permits: 1 });
-  const b = new RedisSemaphore(client, name, { permits: 1, pollMs: 60_000 });
+  const b = new RedisSemaphore(client, name, { permits: 1, pollMs: 60_000, leaseMs: 60_000 });
   const first = await a.acquire();
-  const waiting = b.acquire();
+  let admitted = false;
+  const waiting = b.acquire({ timeout: 15_000 }).then((permit) => {
+    admitted = true;
+    return permit;
+  });
   await sleep(50);
+  assert.equal(admitted, false, 'the limit holds');
   first.release();
   const second = await waiting;
   assert.ok(second.fence > first.fence);
   await second[Symbol.asyncDispose]();
   await Promise.all([a.close(), b.close()]);
+}
+
+/**
+ * A rate round over `client`: an acquire and its release, then two waits, spaced by the rate on
+ * Redis's clock (10/s: a start every 100 ms), so the second wait's start is booked 200 ms after
+ * the acquire's.
+ */
+async function rateRound(client: RedisClient, name: string): Promise<void> {
+  const rate = new RedisRateLimiter(client, name, '10/s');
+  const permit = await rate.acquire();
+  const t0 = performance.now();
+  permit.release();
+  await rate.wait();
+  await rate.wait({ timeout: 15_000 });
+  // 200 ms, less the acquire's reply's way back and the event loop's delay before t0: up to
+  // 100 ms of them on a busy machine. Unspaced, the waits would take a round trip each.
+  assert.ok(performance.now() - t0 >= 100, `${performance.now() - t0}ms`);
+  await rate.close();
 }
 
 let scripts = 0;
@@ -204,8 +228,9 @@ for (const [name, connect] of Object.entries(ADAPTERS)) {
       }
     });
 
-    it('runs a RedisSemaphore', async () => {
+    it('runs a RedisSemaphore and a RedisRateLimiter', async () => {
       await semaphoreRound(client, `${name}-round`);
+      await rateRound(client, `${name}-round`);
     });
 
     it('rejects a call once its client is closed', async () => {
@@ -232,17 +257,18 @@ describe('Redis with AUTH', needsRedis, () => {
   });
 
   for (const [name, connect] of Object.entries(ADAPTERS)) {
-    it(`runs a RedisSemaphore through ${name} with a password`, async () => {
+    it(`runs a RedisSemaphore and a RedisRateLimiter through ${name} with a password`, async () => {
       const url = `redis://:sesame-42@127.0.0.1:${server.port}`;
       const connected = await connect(url);
       try {
         await semaphoreRound(connected.client, `password-${name}`);
+        await rateRound(connected.client, `password-${name}`);
       } finally {
         connected.end();
       }
     });
 
-    it(`runs a RedisSemaphore through ${name} as an ACL user allowed only sluice's keys`, async () => {
+    it(`runs the shared gates through ${name} as an ACL user allowed only sluice's keys`, async () => {
       const connected = await connect(`redis://worker:w0rker@127.0.0.1:${server.port}`);
       try {
         await assert.rejects(
@@ -251,6 +277,7 @@ describe('Redis with AUTH', needsRedis, () => {
           'the user is limited',
         );
         await semaphoreRound(connected.client, `acl-${name}`);
+        await rateRound(connected.client, `acl-${name}`);
       } finally {
         connected.end();
       }
@@ -315,12 +342,13 @@ describe('Redis over TLS', needsRedis, () => {
 
   for (const [name, connect] of Object.entries(ADAPTERS)) {
     it(
-      `runs a RedisSemaphore through ${name} over rediss://`,
+      `runs a RedisSemaphore and a RedisRateLimiter through ${name} over rediss://`,
       { skip: opensslInstalled ? false : 'openssl is not installed' },
       async () => {
         const connected = await connect(`rediss://127.0.0.1:${tlsPort}`, { ca });
         try {
           await semaphoreRound(connected.client, `tls-${name}`);
+          await rateRound(connected.client, `tls-${name}`);
         } finally {
           connected.end();
         }

@@ -6,7 +6,11 @@
  * (`SSUBSCRIBE`, Redis 7.0+), which a Cluster routes to the node of the channel's hash slot.
  *
  * Neither client is imported here: the caller hands over its own connected client, and the
- * adapter is chosen by its shape.
+ * adapter is chosen by its shape. A Cluster client of either (node-redis's `createCluster()`,
+ * ioredis's `Cluster`) is taken too: a script goes to the node of its keys' slot (the keys of one
+ * call share a hash tag), and a subscription is a cluster client of its own that sends
+ * SSUBSCRIBE to the node of the channel's slot (node-redis's `sSubscribe`; ioredis only with
+ * `shardedSubscribers`, which the adapter turns on for its copy).
  *
  * Invariants: a script is sent by its SHA1 first, and its source at most once per NOSCRIPT;
  * a subscription has a connection of its own, which its `close()` (or the abort of the signal it
@@ -75,36 +79,62 @@ async function evalWithFallback(
   }
 }
 
-/** The part of a node-redis (v4–v6) client used here. */
-interface NodeRedisLike {
-  sendCommand(args: string[]): Promise<unknown>;
-  duplicate(): NodeRedisLike;
+/** What node-redis's client and cluster client (v4–v6) share, and what is used of it here. */
+interface NodeRedisCommon {
   connect(): Promise<unknown>;
   sSubscribe(channel: string, listener: (message: string) => void): Promise<void>;
-  /** v5 and later: closes the connection at once. */
+  /** v5 and later: closes the connection(s) at once. */
   destroy?(): void;
-  /** v4: closes the connection at once. */
+  /** v4: closes the connection(s) at once. */
   disconnect?(): Promise<void>;
   on(event: 'error', listener: (error: Error) => void): unknown;
 }
 
-/** The part of an ioredis (v5–v6) client used here. */
+/** The part of a node-redis (v4–v6) client used here. */
+interface NodeRedisLike extends NodeRedisCommon {
+  sendCommand(args: string[]): Promise<unknown>;
+  duplicate(): NodeRedisLike;
+}
+
+/**
+ * The part of a node-redis (v4–v6) cluster client (`createCluster()`) used here: its
+ * `sendCommand` takes the key that routes the command first.
+ */
+interface NodeRedisClusterLike extends NodeRedisCommon {
+  sendCommand(firstKey: string | undefined, isReadonly: boolean, args: string[]): Promise<unknown>;
+  duplicate(overrides?: { minimizeConnections?: boolean }): NodeRedisClusterLike;
+  /** Only a cluster client has it: how the two are told apart. */
+  nodeClient(node: unknown): unknown;
+}
+
+/** The part of an ioredis (v5–v6) client, or of its `Cluster`, used here. */
 interface IoRedisLike {
+  /** `true` on a `Cluster`. */
+  isCluster?: boolean;
   call(command: string, ...args: string[]): Promise<unknown>;
-  duplicate(): IoRedisLike;
+  /** On a `Cluster`: `duplicate(startupNodes, options)`. */
+  duplicate(...args: unknown[]): IoRedisLike;
   ssubscribe(channel: string): Promise<unknown>;
   on(event: 'smessage', listener: (channel: string, message: string) => void): unknown;
   on(event: 'error', listener: (error: Error) => void): unknown;
   disconnect(): void;
 }
 
-function isNodeRedis(client: unknown): client is NodeRedisLike {
-  const c = client as Partial<NodeRedisLike> | null;
+function isNodeRedis(client: unknown): client is NodeRedisLike | NodeRedisClusterLike {
+  const c = client as Partial<
+    NodeRedisCommon & { sendCommand: unknown; duplicate: unknown }
+  > | null;
   return (
     typeof c?.sendCommand === 'function' &&
     typeof c.sSubscribe === 'function' &&
     typeof c.duplicate === 'function'
   );
+}
+
+function isNodeRedisCluster(
+  client: NodeRedisLike | NodeRedisClusterLike,
+): client is NodeRedisClusterLike {
+  return typeof (client as Partial<NodeRedisClusterLike>).nodeClient === 'function';
 }
 
 function isIoRedis(client: unknown): client is IoRedisLike {
@@ -158,13 +188,24 @@ async function subscribeOn(
   };
 }
 
-/** A node-redis client (`createClient()` from `redis`, connected) as a {@link RedisClient}. */
-export function fromNodeRedis(client: NodeRedisLike): RedisClient {
+/**
+ * A node-redis client (`createClient()` from `redis`, connected) or cluster client
+ * (`createCluster()`, connected) as a {@link RedisClient}. In a cluster, a script goes to the
+ * master of its first key's slot, and a subscription's own cluster client connects only to the
+ * node of the channel's slot (`minimizeConnections`).
+ */
+export function fromNodeRedis(client: NodeRedisLike | NodeRedisClusterLike): RedisClient {
+  const cluster = isNodeRedisCluster(client);
+  const send = cluster
+    ? (keys: readonly string[]) => (command: string[]) =>
+        client.sendCommand(keys[0], false, command)
+    : () => (command: string[]) => client.sendCommand(command);
   return {
-    run: (script, keys, args) =>
-      evalWithFallback((command) => client.sendCommand(command), script, keys, args),
+    run: (script, keys, args) => evalWithFallback(send(keys), script, keys, args),
     subscribe(channel, listener, signal) {
-      const subscriber = client.duplicate();
+      const subscriber: NodeRedisCommon = cluster
+        ? client.duplicate({ minimizeConnections: true })
+        : client.duplicate();
       // A subscriber's errors are the subscription's: without a listener, one would end the process.
       subscriber.on('error', () => undefined);
       return subscribeOn(
@@ -182,7 +223,11 @@ export function fromNodeRedis(client: NodeRedisLike): RedisClient {
   };
 }
 
-/** An ioredis client (`new Redis()`) as a {@link RedisClient}. */
+/**
+ * An ioredis client (`new Redis()`) or `Cluster` as a {@link RedisClient}. A `Cluster` routes a
+ * script by its keys itself; a subscription's own `Cluster` has `shardedSubscribers` on, without
+ * which SSUBSCRIBE would go to one node for every channel, and be refused (MOVED) by most.
+ */
 export function fromIoRedis(client: IoRedisLike): RedisClient {
   return {
     run: (script, keys, args) =>
@@ -193,7 +238,10 @@ export function fromIoRedis(client: IoRedisLike): RedisClient {
         args,
       ),
     subscribe(channel, listener, signal) {
-      const subscriber = client.duplicate();
+      const subscriber =
+        client.isCluster === true
+          ? client.duplicate([], { shardedSubscribers: true })
+          : client.duplicate();
       subscriber.on('error', () => undefined);
       subscriber.on('smessage', (from, message) => {
         if (from === channel) listener(message);
@@ -211,7 +259,7 @@ export function fromIoRedis(client: IoRedisLike): RedisClient {
 
 /**
  * The client a shared gate was given, as a {@link RedisClient}: a node-redis or an ioredis client
- * (told apart by their methods), or an adapter already. Throws a TypeError naming `name` for
+ * or cluster client (told apart by their methods), or an adapter already. Throws a TypeError naming `name` for
  * anything else.
  */
 export function redisClient(name: string, client: unknown): RedisClient {

@@ -6,12 +6,14 @@
  * Where `redis-server` is missing, the tests that need it are skipped, except in CI (`CI=true`),
  * where they fail: `.ci/run` installs it.
  */
+import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { connect, createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { RedisClient, Reply, Script, Subscription } from '../../src/redis/_client.ts';
 
 /** Whether `redis-server` can be run here. */
@@ -25,6 +27,19 @@ export const redisInstalled: boolean =
 export const needsRedis: { skip: string | false } = {
   skip: redisInstalled || process.env.CI === 'true' ? false : 'redis-server is not installed',
 };
+
+/** Polls `probe` until it returns true, failing after `ms`. */
+export async function waitFor(
+  what: string,
+  probe: () => Promise<boolean> | boolean,
+  ms = 10_000,
+): Promise<void> {
+  const deadline = performance.now() + ms;
+  while (!(await probe())) {
+    if (performance.now() > deadline) assert.fail(`${what}: not within ${ms}ms`);
+    await sleep(10);
+  }
+}
 
 /** A free TCP port on 127.0.0.1 (free when asked; a server started at once gets it). */
 export async function freePort(): Promise<number> {
