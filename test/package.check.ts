@@ -88,8 +88,8 @@ const sem = new Semaphore(1);
 const init: LimitedRequestInit = { method: 'GET', priority: 1, headers: { accept: 'text/plain' } };
 const fetch: LimitedFetch = createFetch({ perOrigin: { concurrency: 2 } });
 const exchange = createExchange();
-const shared: RedisRateLimiterOptions = { rate: ['10/s', '500/min'], window: 'sliding' };
-const sharedRate = (client: unknown): RedisRateLimiter => new RedisRateLimiter(client, 'api', shared);
+const sharedOptions: RedisRateLimiterOptions = { rate: ['10/s', '500/min'], window: 'sliding' };
+const sharedRate = (client: unknown): RedisRateLimiter => new RedisRateLimiter(client, 'api', sharedOptions);
 
 export async function main(): Promise<number> {
   {
@@ -106,7 +106,7 @@ export async function main(): Promise<number> {
   return sizes.length + answer + doubled + limit(1).concurrency + Number(timedOut) + sharedRate.length;
 }
 
-export async function shared(client: RedisClient): Promise<number> {
+export async function sharedSemaphore(client: RedisClient): Promise<number> {
   const sem = new RedisSemaphore(client, 'partner-api', { permits: 5, leaseMs: 10_000 });
   let fence = 0;
   {
