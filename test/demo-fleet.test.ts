@@ -142,6 +142,94 @@ describe('sluice demo --fleet', needsRedis, () => {
   });
 });
 
+/**
+ * This process's children that the demo starts: redis-servers and fleet workers (Linux; none
+ * elsewhere), by pid and command name. Others (tsx's esbuild) are not the demo's.
+ */
+function demoChildren(): { pid: number; name: string }[] {
+  let entries: string[];
+  try {
+    entries = readdirSync('/proc');
+  } catch {
+    return [];
+  }
+  return entries.flatMap((entry) => {
+    try {
+      // pid (comm) state ppid …: comm may hold spaces, so read from its closing parenthesis.
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid !== process.pid) return [];
+      const cmdline = readFileSync(`/proc/${entry}/cmdline`, 'utf8');
+      const demo = name === 'redis-server' || cmdline.includes('fleet-worker');
+      return demo ? [{ pid: Number(entry), name }] : [];
+    } catch {
+      return [];
+    }
+  });
+}
+
+/** A CliIo whose output the test reads, and whose Ctrl-C the test presses. */
+function memoryIo(env: CliIo['env']): {
+  io: CliIo;
+  out: { stdout: string; stderr: string };
+  interrupt: () => void;
+  /** Resolves once the run listens for Ctrl-C. */
+  subscribed: Promise<void>;
+} {
+  const out = { stdout: '', stderr: '' };
+  const listeners = new Set<() => void>();
+  let subscribe!: () => void;
+  const subscribed = new Promise<void>((resolve) => (subscribe = resolve));
+  const sink = (stream: 'stdout' | 'stderr'): Writable =>
+    new Writable({
+      write(chunk: Buffer, _encoding, callback) {
+        out[stream] += chunk.toString();
+        callback();
+      },
+    });
+  const io: CliIo = {
+    stdin: Readable.from([]),
+    stdout: sink('stdout'),
+    stderr: sink('stderr'),
+    stderrIsTTY: false,
+    env,
+    cwd: process.cwd(),
+    onInterrupt(listener) {
+      listeners.add(listener);
+      subscribe();
+      return () => listeners.delete(listener);
+    },
+  };
+  return {
+    io,
+    out,
+    subscribed,
+    interrupt: () => {
+      for (const listener of listeners) listener();
+    },
+  };
+}
+
+describe('sluice demo --fleet, interrupted before its redis-server is up', needsRedis, () => {
+  it('starts nothing more once it has stopped', async () => {
+    const { io, out, interrupt, subscribed } = memoryIo(process.env);
+    const running = main(['demo', '--fleet'], io);
+    await subscribed;
+    interrupt(); // while it looks for a free port, before redis-server is spawned
+    assert.equal(await running, 130);
+    // What was left of the run had its chance to go on: give it time to start a process.
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+    const left = demoChildren();
+    try {
+      assert.deepEqual(left, []);
+      assert.equal(out.stdout, '');
+    } finally {
+      for (const { pid } of left) process.kill(pid, 'SIGKILL');
+    }
+  });
+});
+
 describe('sluice demo --fleet without redis-server', () => {
   const empty = mkdtempSync(join(tmpdir(), 'sluice-no-redis-'));
   after(() => {
@@ -149,31 +237,14 @@ describe('sluice demo --fleet without redis-server', () => {
   });
 
   it('says in one line how to install it and exits 127', async () => {
-    let stdout = '';
-    let stderr = '';
-    const sink = (write: (text: string) => void): Writable =>
-      new Writable({
-        write(chunk: Buffer, _encoding, callback) {
-          write(chunk.toString());
-          callback();
-        },
-      });
-    const io: CliIo = {
-      stdin: Readable.from([]),
-      stdout: sink((text) => (stdout += text)),
-      stderr: sink((text) => (stderr += text)),
-      stderrIsTTY: false,
-      env: { PATH: empty },
-      cwd: process.cwd(),
-      onInterrupt: () => () => undefined,
-    };
+    const { io, out } = memoryIo({ PATH: empty });
     const code = await main(['demo', '--fleet'], io);
     assert.equal(code, NO_REDIS_SERVER);
     assert.equal(NO_REDIS_SERVER, 127);
-    assert.equal(stdout, '');
-    assert.match(stderr, /^sluice: demo --fleet needs redis-server\b[^\n]*\n$/);
-    assert.match(stderr, /apt-get install redis-server/);
-    assert.match(stderr, /brew install redis/);
+    assert.equal(out.stdout, '');
+    assert.match(out.stderr, /^sluice: demo --fleet needs redis-server\b[^\n]*\n$/);
+    assert.match(out.stderr, /apt-get install redis-server/);
+    assert.match(out.stderr, /brew install redis/);
   });
 });
 

@@ -13,7 +13,7 @@
  * on success, on failure and on Ctrl-C (SIGTERM, then SIGKILL after a grace), and waited for; the
  * workers also exit when their channel to this process closes, so they never outlive it.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -120,18 +120,25 @@ async function answers(url: string): Promise<boolean> {
   }
 }
 
-/** The processes of a run, to stop at its end whatever happens. */
+/**
+ * The processes of a run, to stop at its end whatever happens. Once stopped, it starts no other:
+ * after a Ctrl-C, what is left of the run (still awaiting a step) fails instead of starting one.
+ */
 class Processes {
   readonly #children = new Set<ChildProcess>();
+  #stopped = false;
 
-  add(child: ChildProcess): ChildProcess {
+  spawn(command: string, args: readonly string[], options: SpawnOptions): ChildProcess {
+    if (this.#stopped) throw new DemoError('sluice: demo --fleet: stopped');
+    const child = spawn(command, args, options);
     this.#children.add(child);
-    child.on('error', () => undefined); // a failed spawn exits too; callers read `exitCode`
+    child.on('error', () => undefined); // a failed spawn is read from 'spawn' / 'error' by callers
     return child;
   }
 
   /** Stops every one, workers first (they use Redis up to the end). */
   async stopAll(): Promise<void> {
+    this.#stopped = true;
     const children = [...this.#children].reverse();
     this.#children.clear();
     for (const child of children) await stop(child);
@@ -145,15 +152,13 @@ async function startRedis(
 ): Promise<{ url: string; port: number; pid: number }> {
   for (let attempt = 1; ; attempt++) {
     const port = await freePort();
-    const child = processes.add(
-      spawn(
-        'redis-server',
-        [
-          ...['--port', String(port), '--bind', '127.0.0.1'],
-          ...['--save', '', '--appendonly', 'no', '--dir', tmpdir()],
-        ],
-        { env, stdio: ['ignore', 'pipe', 'pipe'] },
-      ),
+    const child = processes.spawn(
+      'redis-server',
+      [
+        ...['--port', String(port), '--bind', '127.0.0.1'],
+        ...['--save', '', '--appendonly', 'no', '--dir', tmpdir()],
+      ],
+      { env, stdio: ['ignore', 'pipe', 'pipe'] },
     );
     const [spawned] = (await Promise.race([
       once(child, 'spawn').then(() => [undefined]),
@@ -194,12 +199,10 @@ class Worker {
     );
     // From the sources (npm run demo:fleet), the worker is TypeScript too.
     const loader = entry.endsWith('.ts') ? ['--import', import.meta.resolve('tsx')] : [];
-    this.#child = processes.add(
-      spawn(process.execPath, [...loader, entry, JSON.stringify(config)], {
-        env,
-        stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
-      }),
-    );
+    this.#child = processes.spawn(process.execPath, [...loader, entry, JSON.stringify(config)], {
+      env,
+      stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
+    });
     this.#stderr = lastLine(this.#child.stderr);
     this.#child.on('message', (message: unknown) => {
       const error = (message as { error?: string }).error;
