@@ -123,8 +123,8 @@ describe('sluice demo --fleet', needsRedis, () => {
   it('stops redis-server and the workers on Ctrl-C midway, and exits 130', async () => {
     let interrupted = false;
     const run = await demo((stdout, interrupt) => {
-      // While the workers start: they are spawned, the Redis is up, nothing is fetched yet.
-      if (!interrupted && stdout.includes('redis-server on 127.0.0.1:')) {
+      // Midway: the workers fetch through Redis.
+      if (!interrupted && stdout.includes('createFetch({ originGates')) {
         interrupted = true;
         interrupt();
       }

@@ -23,7 +23,7 @@ import { createClient } from 'redis';
 import { later } from '../_clock.ts';
 import type { CliIo } from '../cli/io.ts';
 import { rejections, seconds } from './run.ts';
-import { startDemoServer, type DemoServer, type DemoServerStats } from './server.ts';
+import { startDemoServer, type DemoServerStats } from './server.ts';
 import type { WorkerConfig, WorkerResult, WorkerRun } from './fleet-worker.ts';
 
 const WORKERS = 3;
@@ -233,7 +233,8 @@ class Worker {
 
   run(run: WorkerRun): Promise<WorkerResult> {
     const answer = this.#next<WorkerResult>();
-    this.#child.send(run);
+    // A channel closed meanwhile: the 'exit' that closed it rejects the answer.
+    if (this.#child.connected) this.#child.send(run);
     return answer;
   }
 
@@ -244,6 +245,9 @@ class Worker {
   }
 }
 
+/** How to close the API servers running now (each closes once, however often asked). */
+type Servers = Set<() => Promise<void>>;
+
 interface Pass {
   stats: DemoServerStats;
   results: WorkerResult[];
@@ -251,7 +255,7 @@ interface Pass {
 }
 
 /** Runs the workers once, together, against a fresh API server. */
-async function pass(workers: Worker[], shared: boolean, servers: Set<DemoServer>): Promise<Pass> {
+async function pass(workers: Worker[], shared: boolean, servers: Servers): Promise<Pass> {
   const server = await startDemoServer({
     concurrency: CONCURRENCY,
     rate: RATE,
@@ -259,14 +263,16 @@ async function pass(workers: Worker[], shared: boolean, servers: Set<DemoServer>
     delayMs: DELAY_MS,
     refuseDelayMs: DELAY_MS,
   });
-  servers.add(server);
+  let closed: Promise<void> | undefined;
+  const close = (): Promise<void> => (closed ??= server.close());
+  servers.add(close);
   try {
     const started = performance.now();
     const results = await Promise.all(workers.map((w) => w.run({ api: server.url, shared })));
     return { stats: server.stats(), results, ms: performance.now() - started };
   } finally {
-    servers.delete(server);
-    await server.close();
+    await close();
+    servers.delete(close);
   }
 }
 
@@ -278,7 +284,7 @@ async function pass(workers: Worker[], shared: boolean, servers: Set<DemoServer>
  */
 export async function runFleetDemo(io: CliIo): Promise<number> {
   const processes = new Processes();
-  const servers = new Set<DemoServer>();
+  const servers: Servers = new Set();
   let interrupt!: () => void;
   const interrupted = new Promise<'interrupted'>((resolve) => {
     interrupt = () => {
@@ -288,23 +294,26 @@ export async function runFleetDemo(io: CliIo): Promise<number> {
   const unsubscribe = io.onInterrupt(interrupt);
   const demo = fleet(io, processes, servers);
   demo.catch(() => undefined); // after an interrupt, what is left of it fails: nobody waits for it
+  // What to say, once everything is stopped.
+  let said = '';
   try {
     const outcome = await Promise.race([demo, interrupted]);
     if (outcome !== 'interrupted') return outcome;
-    io.stderr.write('sluice: demo --fleet interrupted: redis-server and the workers stopped\n');
+    said = 'sluice: demo --fleet interrupted: redis-server and the workers stopped';
     return 130;
   } catch (error) {
     if (!(error instanceof DemoError)) throw error;
-    io.stderr.write(`${error.message}\n`);
+    said = error.message;
     return error.message === INSTALL ? NO_REDIS_SERVER : 1;
   } finally {
     await processes.stopAll();
-    await Promise.all([...servers].map((server) => server.close()));
+    await Promise.all([...servers].map((close) => close()));
     unsubscribe();
+    if (said !== '') io.stderr.write(`${said}\n`);
   }
 }
 
-async function fleet(io: CliIo, processes: Processes, servers: Set<DemoServer>): Promise<number> {
+async function fleet(io: CliIo, processes: Processes, servers: Servers): Promise<number> {
   const print = (line = ''): void => {
     io.stdout.write(`${line}\n`);
   };
