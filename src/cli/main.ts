@@ -393,9 +393,15 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
   configure(program.command('demo'), 'demo')
     .summary('a local API with limits of its own, and 100 requests through sluice')
     .description('Start a local API with limits of its own and run 100 requests through sluice.')
-    .action(async () => {
-      const { runDemo } = await import('../demo/run.ts');
-      code = await runDemo(io);
+    .option(
+      '--fleet',
+      'three processes sharing one limit through a local redis-server (exit 127 if missing)',
+    )
+    .action(async ({ fleet }: { fleet?: boolean }) => {
+      code =
+        fleet === true
+          ? await (await import('../demo/fleet.ts')).runFleetDemo(io)
+          : await (await import('../demo/run.ts')).runDemo(io);
     });
 
   if (argv.length === 0) {

@@ -50,11 +50,12 @@ async function pass(
   }
 }
 
-function seconds(ms: number): string {
+export function seconds(ms: number): string {
   return `${(ms / 1000).toFixed(2)} s`;
 }
 
-function rejections(stats: DemoServerStats): string {
+/** The refusals the server counted, by status: `0`, or `12: 12 × 503 Service Unavailable`. */
+export function rejections(stats: DemoServerStats): string {
   if (stats.rejections === 0) return '0';
   const parts = [
     [429, 'Too Many Requests'],

@@ -38,6 +38,12 @@ export interface DemoServerOptions {
   burst?: number;
   /** Milliseconds before a post is answered. @default 50 */
   delayMs?: number;
+  /**
+   * Milliseconds before a refusal is answered, as an API that takes a while to say no (a request
+   * queued behind a gateway's timeout). A refusal counts in flight meanwhile, without holding a
+   * slot. @default 0
+   */
+  refuseDelayMs?: number;
   /** The port on 127.0.0.1; 0 picks a free one. @default 0 */
   port?: number;
   /** Milliseconds on a monotonic clock, for the bucket (tests freeze it). @default performance.now */
@@ -133,6 +139,8 @@ export async function startDemoServer(options: DemoServerOptions = {}): Promise<
   const rate = options.rate === undefined ? 20 : v.integer('rate', options.rate, 1);
   const burst = options.burst === undefined ? 20 : v.integer('burst', options.burst, 1);
   const delayMs = options.delayMs === undefined ? 50 : v.number('delayMs', options.delayMs, 0);
+  const refuseDelayMs =
+    options.refuseDelayMs === undefined ? 0 : v.number('refuseDelayMs', options.refuseDelayMs, 0);
   const port = options.port === undefined ? 0 : v.integer('port', options.port, 0);
   if (options.now !== undefined) v.fn('now', options.now);
   const now = options.now ?? (() => performance.now());
@@ -193,39 +201,52 @@ export async function startDemoServer(options: DemoServerOptions = {}): Promise<
       send(res, 400, { error: 'expected id to be an integer >= 1' });
       return;
     }
+    // Answers after `ms` (at once for 0), unless the client goes away first.
+    const answer = (ms: number, respond: () => void): void => {
+      if (ms === 0) {
+        finish();
+        respond();
+        return;
+      }
+      const timer = later(ms, () => {
+        pending.delete(timer);
+        finish();
+        respond();
+      });
+      pending.add(timer);
+      // A client that goes away before its answer leaves nothing behind.
+      res.on('close', () => {
+        timer();
+        pending.delete(timer);
+      });
+    };
     const wait = take();
     if (wait > 0) {
       stats.rejected[429]++;
       stats.rejections++;
-      finish();
-      send(
-        res,
-        429,
-        { error: `more than ${rate} requests per second` },
-        { 'retry-after': String(Math.ceil(wait / 1000)) },
-      );
+      answer(refuseDelayMs, () => {
+        send(
+          res,
+          429,
+          { error: `more than ${rate} requests per second` },
+          { 'retry-after': String(Math.ceil(wait / 1000)) },
+        );
+      });
       return;
     }
     if (admitted >= concurrency) {
       stats.rejected[503]++;
       stats.rejections++;
-      finish();
-      send(res, 503, { error: `more than ${concurrency} requests at once` });
+      answer(refuseDelayMs, () => {
+        send(res, 503, { error: `more than ${concurrency} requests at once` });
+      });
       return;
     }
     admitted++;
     holdsSlot = true;
-    const timer = later(delayMs, () => {
-      pending.delete(timer);
+    answer(delayMs, () => {
       stats.ok++;
-      finish();
       send(res, 200, post(id));
-    });
-    pending.add(timer);
-    // A client that goes away before its answer leaves nothing behind.
-    res.on('close', () => {
-      timer();
-      pending.delete(timer);
     });
   };
 
