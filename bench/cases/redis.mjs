@@ -6,9 +6,11 @@
  * on node-redis, the client it is made for, and, in (i1), on ioredis too.
  *
  * (i1) Uncontended: one process, limit 5, acquire + release pairs in a loop, each release awaited
- *      (sluice's `await using`), for 1 s after 500 pairs of warm-up. The round trips of 20
- *      pairs are counted with MONITOR: the commands the client sent (not those its scripts ran),
- *      between markers sent before each acquire and each release.
+ *      (sluice's `await using`), after 500 pairs of warm-up. Every implementation and the PING
+ *      loops run in the same process, in slices of 250 ms taken in turn, so that each sees the
+ *      same load of a shared machine; the ratio to redis-semaphore is taken within each round.
+ *      The round trips of 20 pairs are counted with MONITOR: the commands the client sent (not
+ *      those its scripts ran), between markers sent before each acquire and each release.
  * (i2) Contention: 4 processes (bench/redis-worker.mjs), each running as many loops as the limit
  *      (so each alone could fill it), each loop acquiring, holding 1 ms (a timer), releasing, for
  *      1.5 s; limit 1 and limit 5. Every process stamps its events on CLOCK_MONOTONIC
@@ -20,7 +22,7 @@
  *      holder's lease end is read from Redis after the kill (its expiry there), and the time is
  *      from then until the waiter holds the permit. bottleneck has no lease: with a job
  *      `expiration` of 1 s it is measured from the job's start plus 1 s; without one, whether the
- *      permit comes back within 2.5 s of the kill.
+ *      permit comes back within 1.5 s of the kill.
  * (i4) Shared rate: 1 000 starts/s shared by 4 processes, each with 50 loops waiting for a start
  *      and stamping it (the shared clock again, so the starts of all processes are merged and
  *      measured in one place), for 2.5 s. Achieved: starts in [0.5 s, 2.5 s) over 2 s (the first
@@ -43,13 +45,14 @@ const WORKER = fileURLToPath(new URL('../redis-worker.mjs', import.meta.url));
 const UNCONTENDED_LIMIT = 5;
 const WARM_PAIRS = 500;
 const COUNTED_PAIRS = 20;
-const TIMED_MS = 1000;
+/** Each subject's slice of a round in (i1); as many rounds as subjects. */
+const SLICE_MS = 250;
 const PROCESSES = 4;
 const HOLD_MS = 1;
 const CONTEND_MS = 1500;
 const LIMITS = [1, 5];
 const LEASE_MS = 1000;
-const NO_LEASE_WAIT_MS = 2500;
+const NO_LEASE_WAIT_MS = 1500;
 const PER_SECOND = 1000;
 const RATE_LOOPS = 50;
 const RATE_MS = 2500;
@@ -87,10 +90,7 @@ const RATE_LABELS = {
 
 export function plan() {
   return [
-    ...[...UNCONTENDED, ...PINGS].map((impl) => ({
-      label: `uncontended ${impl}`,
-      params: { part: 'uncontended', impl },
-    })),
+    { label: 'uncontended, every implementation in turn', params: { part: 'uncontended' } },
     ...LIMITS.flatMap((limit) =>
       CONTENDED.map((impl) => ({
         label: `contention ${impl} limit ${limit}`,
@@ -124,71 +124,82 @@ export async function measure(params) {
 
 // --- (i1) Uncontended ---------------------------------------------------------------------------
 
-async function uncontended(server, { impl }) {
-  if (impl.startsWith('PING')) return pings(server, impl);
-  const gate = await semaphores[impl](server.url, 'bench', UNCONTENDED_LIMIT);
+async function uncontended(server) {
+  const names = [...UNCONTENDED, ...PINGS];
+  const subjects = [];
   try {
-    for (let i = 0; i < WARM_PAIRS; i++) await (await gate.acquire())();
+    for (const [i, name] of names.entries()) {
+      const subject = name.startsWith('PING')
+        ? await pinger(server, name)
+        : await semaphores[name](server.url, `bench-${i}`, UNCONTENDED_LIMIT);
+      subject.name = name;
+      // One pair: an acquire and its release, or one PING.
+      subject.pair = subject.ping ?? (async () => (await subject.acquire())());
+      subjects.push(subject);
+      for (let k = 0; k < WARM_PAIRS; k++) await subject.pair();
+    }
+    const trips = {};
     const monitor = await Monitor.open(server.port);
-    const counts = { acquire: 0, release: 0 };
-    for (let i = 0; i < COUNTED_PAIRS; i++) {
-      await monitor.mark('acquire');
-      const release = await gate.acquire();
-      await monitor.mark('release');
-      await release();
+    for (const subject of subjects.filter((x) => x.ping === undefined)) {
+      for (let k = 0; k < COUNTED_PAIRS; k++) {
+        await monitor.mark(`${subject.name}|acquire`);
+        const release = await subject.acquire();
+        await monitor.mark(`${subject.name}|release`);
+        await release();
+      }
     }
     await monitor.mark('end');
-    for (const [phase, n] of monitor.counts()) counts[phase] = (counts[phase] ?? 0) + n;
+    for (const [phase, n] of monitor.counts()) trips[phase] = n / COUNTED_PAIRS;
     monitor.close();
-    const t0 = performance.now();
-    let pairs = 0;
-    while (performance.now() - t0 < TIMED_MS) {
-      await (
-        await gate.acquire()
-      )();
-      pairs++;
+    // Slices in turn, each subject first in one round: every subject sees the same minute.
+    const rounds = names.map(() => ({}));
+    for (const [r, round] of rounds.entries()) {
+      for (let k = 0; k < subjects.length; k++) {
+        const subject = subjects[(r + k) % subjects.length];
+        const t0 = performance.now();
+        let pairs = 0;
+        while (performance.now() - t0 < SLICE_MS) {
+          await subject.pair();
+          pairs++;
+        }
+        round[subject.name] = pairs / ((performance.now() - t0) / 1000);
+      }
     }
-    const perSecond = pairs / ((performance.now() - t0) / 1000);
-    const perAcquire = counts.acquire / COUNTED_PAIRS;
-    const perRelease = counts.release / COUNTED_PAIRS;
+    const result = {};
+    for (const name of names) {
+      result[name] = {
+        perSecond: s.median(rounds.map((round) => round[name])),
+        // Within each round, then the median: the load of the machine moves between rounds.
+        vsPeer: s.median(rounds.map((round) => round[name] / round['redis-semaphore'])),
+        perAcquire: trips[`${name}|acquire`] ?? (name.startsWith('PING') ? 1 : NaN),
+        perRelease: trips[`${name}|release`] ?? (name.startsWith('PING') ? 0 : NaN),
+      };
+    }
+    const sl = result.sluice;
     return {
-      perSecond,
-      perAcquire,
-      perRelease,
-      summary: `${s.rate(perSecond)} pairs/s, ${perAcquire} + ${perRelease} round trips`,
+      subjects: result,
+      summary:
+        `sluice ${s.rate(sl.perSecond)} pairs/s (${s.ratio(sl.vsPeer)} redis-semaphore), ` +
+        `${sl.perAcquire} + ${sl.perRelease} round trips`,
     };
   } finally {
-    await gate.close();
+    for (const subject of subjects) await subject.close();
   }
 }
 
-async function pings(server, impl) {
-  let ping;
-  let close;
-  if (impl === 'PING node-redis') {
+/** A client sending PING: the floor of one round trip. */
+async function pinger(server, name) {
+  if (name === 'PING node-redis') {
     const { createClient } = await import('redis');
     const client = await createClient({
       url: server.url,
       maintNotifications: 'disabled',
     }).connect();
-    ping = () => client.ping();
-    close = () => client.close();
-  } else {
-    const { default: Redis } = await import('ioredis');
-    const client = new Redis(server.url);
-    ping = () => client.ping();
-    close = () => client.disconnect();
+    return { ping: () => client.ping(), close: () => client.close() };
   }
-  for (let i = 0; i < WARM_PAIRS; i++) await ping();
-  const t0 = performance.now();
-  let n = 0;
-  while (performance.now() - t0 < TIMED_MS) {
-    await ping();
-    n++;
-  }
-  const perSecond = n / ((performance.now() - t0) / 1000);
-  await close();
-  return { perSecond, perAcquire: 1, perRelease: 0, summary: `${s.rate(perSecond)} PINGs/s` };
+  const { default: Redis } = await import('ioredis');
+  const client = new Redis(server.url);
+  return { ping: () => client.ping(), close: async () => client.disconnect() };
 }
 
 /**
@@ -246,7 +257,7 @@ class Monitor {
     const counts = new Map();
     let phase;
     for (const line of this.#lines) {
-      const marker = /"sluice-bench-mark:(\w+):/.exec(line);
+      const marker = /"sluice-bench-mark:([^:"]+):/.exec(line);
       if (marker !== null) {
         phase = marker[1];
         continue;
@@ -483,6 +494,15 @@ async function rate(server, { impl }) {
   };
 }
 
+/**
+ * The median of `key`'s ratios between two cells, repetition by repetition: the cells of one
+ * repetition run a minute apart at most, the repetitions several minutes apart.
+ */
+function paired(cell, peer, key) {
+  const n = Math.min(cell.runs.length, peer.runs.length);
+  return s.median(Array.from({ length: n }, (_, k) => cell.runs[k][key] / peer.runs[k][key]));
+}
+
 /** The most instants in any half-open window [t, t + width) of sorted `times`. */
 function densest(times, width) {
   let most = 0;
@@ -504,56 +524,50 @@ export function report(cells) {
   const sections = [];
 
   // (i1)
-  const rs = med(cellOf('uncontended', 'redis-semaphore'), 'perSecond');
-  const rows1 = [...UNCONTENDED, ...PINGS].map((impl) => {
-    const cell = cellOf('uncontended', impl);
-    const perSecond = med(cell, 'perSecond');
-    const ping = impl.startsWith('PING');
+  const un = cells.find((c) => c.params.part === 'uncontended');
+  const of = (name, key) => s.median(un.runs.map((run) => run.subjects[name][key]));
+  const rows1 = [...UNCONTENDED, ...PINGS].map((name) => {
+    const ping = name.startsWith('PING');
     return [
-      ping ? `${impl} (one command, the floor)` : LABELS[impl],
-      s.rate(perSecond),
-      ping ? '1' : s.fixed(med(cell, 'perAcquire'), 1),
-      ping ? '—' : s.fixed(med(cell, 'perRelease'), 1),
-      s.ratio(perSecond / rs),
-      cell.errors.length > 0 ? `${cell.errors.length} failed` : '',
+      ping ? `${name} (one command: the floor of a round trip)` : LABELS[name],
+      s.rate(of(name, 'perSecond')),
+      ping ? '1' : s.fixed(of(name, 'perAcquire'), 1),
+      ping ? '—' : s.fixed(of(name, 'perRelease'), 1),
+      s.ratio(of(name, 'vsPeer')),
     ];
   });
   sections.push(
     `**(i1) Uncontended**, one process, limit ${UNCONTENDED_LIMIT}: acquire + release pairs/s ` +
       `(each release awaited), and the commands the client sends per acquire and per release ` +
-      `(MONITOR, ${COUNTED_PAIRS} pairs). A PING row counts single commands: a pair at the ` +
-      `floor takes two.`,
+      `(MONITOR, ${COUNTED_PAIRS} pairs). Every implementation runs in the same process, in ` +
+      `slices of ${SLICE_MS} ms taken in turn (${UNCONTENDED.length + PINGS.length} rounds, ` +
+      `each begun by another): the ratio is taken within each round, then the median over the ` +
+      `rounds and over the ${un.runs.length} processes. A PING row counts single commands, so a ` +
+      `pair at the floor is half its rate.` +
+      (un.errors.length > 0 ? ` **${un.errors.length} process(es) failed.**` : ''),
     '',
     s.table(
-      [
-        'implementation',
-        'pairs/s',
-        'round trips / acquire',
-        '/ release',
-        '× redis-semaphore',
-        'errors',
-      ],
+      ['implementation', 'pairs/s', 'round trips / acquire', '/ release', '× redis-semaphore'],
       rows1,
     ),
   );
-  const sl = cellOf('uncontended', 'sluice');
-  const slIo = cellOf('uncontended', 'sluice-ioredis');
   targets.push(
     s.target(
-      med(sl, 'perSecond') >= rs,
-      `(i1) uncontended pairs/s, sluice (node-redis) ${s.rate(med(sl, 'perSecond'))} ≥ ` +
-        `redis-semaphore (ioredis) ${s.rate(rs)}: ${s.ratio(med(sl, 'perSecond') / rs)}`,
+      of('sluice', 'vsPeer') >= 1,
+      `(i1) uncontended pairs/s, sluice on node-redis ${s.rate(of('sluice', 'perSecond'))} ≥ ` +
+        `redis-semaphore on ioredis ${s.rate(of('redis-semaphore', 'perSecond'))}: ` +
+        `${s.ratio(of('sluice', 'vsPeer'))}`,
     ),
     s.target(
-      med(slIo, 'perSecond') >= rs,
+      of('sluice-ioredis', 'vsPeer') >= 1,
       `(i1) uncontended pairs/s on the same client, sluice on ioredis ` +
-        `${s.rate(med(slIo, 'perSecond'))} ≥ redis-semaphore ${s.rate(rs)}: ` +
-        `${s.ratio(med(slIo, 'perSecond') / rs)}`,
+        `${s.rate(of('sluice-ioredis', 'perSecond'))} ≥ redis-semaphore: ` +
+        `${s.ratio(of('sluice-ioredis', 'vsPeer'))}`,
     ),
     s.target(
-      med(sl, 'perAcquire') <= 1 && med(sl, 'perRelease') <= 1,
-      `(i1) sluice round trips: ${s.fixed(med(sl, 'perAcquire'), 1)} per acquire (1), ` +
-        `${s.fixed(med(sl, 'perRelease'), 1)} per release (≤ 1)`,
+      of('sluice', 'perAcquire') <= 1 && of('sluice', 'perRelease') <= 1,
+      `(i1) sluice round trips: ${s.fixed(of('sluice', 'perAcquire'), 1)} per acquire (1), ` +
+        `${s.fixed(of('sluice', 'perRelease'), 1)} per release (≤ 1)`,
     ),
   );
 
@@ -566,7 +580,7 @@ export function report(cells) {
       join((c) => s.rate(med(c, 'perSecond'))),
       join((c, i) => {
         const peer = cellOf('contention', 'redis-semaphore', (p) => p.limit === LIMITS[i]);
-        return s.ratio(med(c, 'perSecond') / med(peer, 'perSecond'));
+        return s.ratio(paired(c, peer, 'perSecond'));
       }),
       join((c) => s.fixed(med(c, 'fairness'), 2)),
       join((c) => s.fixed(med(c, 'p50'), 2)),
@@ -579,6 +593,7 @@ export function report(cells) {
     '',
     `**(i2) Contention**, ${PROCESSES} processes, each with as many loops as the limit, each ` +
       `holding ${HOLD_MS} ms, for ${CONTEND_MS / 1000} s; cells list limit ${LIMITS.join(' / ')}. ` +
+      `The ratio to redis-semaphore is taken within each repetition, then the median. ` +
       `Fairness is the fewest ÷ the most acquisitions of a process; a handoff runs from a ` +
       `release (its call) in one process to the grant seen in another, for requests that found ` +
       `no permit free; "cross" is the share of handoffs that went to another process; "peak" ` +
@@ -601,7 +616,7 @@ export function report(cells) {
   for (const limit of LIMITS) {
     const c = cellOf('contention', 'sluice', (p) => p.limit === limit);
     const peer = cellOf('contention', 'redis-semaphore', (p) => p.limit === limit);
-    const ratio = med(c, 'perSecond') / med(peer, 'perSecond');
+    const ratio = paired(c, peer, 'perSecond');
     targets.push(
       s.target(
         ratio >= 1 && med(c, 'fairness') >= FAIR_TARGET,
