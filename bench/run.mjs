@@ -32,11 +32,31 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { int } from './stats.mjs';
 
-const GROUPS = ['throughput', 'memory', 'makespan', 'map', 'rate', 'limiter', 'http', 'adaptive'];
+const GROUPS = [
+  'throughput',
+  'memory',
+  'makespan',
+  'map',
+  'rate',
+  'limiter',
+  'http',
+  'adaptive',
+  'redis',
+];
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const CHILD = fileURLToPath(new URL('child.mjs', import.meta.url));
-const PEERS = ['p-limit', 'p-queue', 'p-map', 'async', 'bottleneck', 'limiter'];
+const PEERS = [
+  'p-limit',
+  'p-queue',
+  'p-map',
+  'async',
+  'bottleneck',
+  'limiter',
+  'redis-semaphore',
+  'ioredis',
+  'rate-limiter-flexible',
+];
 // The peers are the bench's own dependencies (bench/package.json), installed by `npm run bench`.
 const BENCH_MODULES = fileURLToPath(new URL('node_modules', import.meta.url));
 // Generous: the slowest cell (a peer at 1 000 000 tasks) takes well under 30 s here.

@@ -449,6 +449,23 @@ describe('RedisSemaphore on a real Redis', needsRedis, () => {
     permit.release();
   });
 
+  it("asks for a silent holder's permits when its lease ends, not at its next timed check", async () => {
+    // Its timed check is 20 s away: only the lease's end, as Redis said, can make it ask in time.
+    const waiter = make('lease-end', { permits: 1, pollMs: 60_000, leaseMs: 60_000 });
+    let alive = true;
+    const silent = intercept(
+      () => adapter,
+      (next, ...args) => (alive ? next(...args) : new Promise<never>(() => undefined)),
+    );
+    const holder = make('lease-end', { permits: 1, leaseMs: 1_000 }, silent);
+    await holder.acquire();
+    alive = false;
+    const waiting = waiter.acquire();
+    await waitFor('in line', async () => (await stateOf(redis, 'lease-end')).queue === 1);
+    const permit = await within('the permit back', waiting, 10_000);
+    permit.release();
+  });
+
   it('keeps two Limiters within the concurrency they share, and aborts a task whose lease is lost', async () => {
     const limiters = [0, 1].map(
       () => new Limiter({ concurrency: make('limiters', { permits: 3 }) }),

@@ -61,7 +61,9 @@ export interface RedisSemaphoreOptions {
   leaseMs?: number;
   /**
    * While this process has requests in line, how often it asks Redis for grants it was not told
-   * of (the announcement on the channel can be lost), in ms. @default 150
+   * of (the announcement on the channel can be lost), in ms. It also asks when the earliest lease
+   * in Redis ends (a crashed holder's permits come back then, with nobody to announce them).
+   * @default 150
    */
   pollMs?: number;
   /** How long to wait for Redis to answer one call, in ms, before failing it. @default 2_000 */
@@ -126,6 +128,11 @@ export class RedisSemaphore extends EventEmitter<RedisSemaphoreEvents> implement
   /** Calls sent so far: each call's sequence number. */
   #calls = 0;
   #lastAnswer = now();
+  /**
+   * When the earliest entry in Redis may expire, as the latest answer said (local time): while
+   * requests wait, a tick is due then, to take back a crashed holder's permits on time.
+   */
+  #nextExpiry = Infinity;
   /** When the latest call that renewed this process's entry in Redis (answered) was sent. */
   #aliveSentAt = -Infinity;
   #lastError: unknown = undefined;
@@ -402,11 +409,13 @@ export class RedisSemaphore extends EventEmitter<RedisSemaphoreEvents> implement
     seq: number,
     keptAlive: boolean,
   ): void {
-    if (!Array.isArray(reply) || reply.length < 2) {
+    if (!Array.isArray(reply) || reply.length < 3) {
       this.#failed(op, items, seq, new Error(`Unexpected reply from Redis: ${String(reply)}`));
       return;
     }
     this.#lastAnswer = now();
+    // Not sooner than a millisecond from now: Redis's clock counts whole ones.
+    this.#nextExpiry = this.#lastAnswer + Math.max(1, Number(reply[2]));
     if (Number(reply[0]) === 1) this.#lapsed(seq);
     const result = String(reply[1]);
     // The entry is renewed by a call that said it had requests in line, or that put one there.
@@ -454,7 +463,7 @@ export class RedisSemaphore extends EventEmitter<RedisSemaphoreEvents> implement
     // The grants not acknowledged yet (by a renewal), in the order Redis made them. Each expires
     // in Redis no sooner than its time left, counted from before this call was sent.
     const grants: { id: string; fence: number; deadline: number }[] = [];
-    for (let i = 2; i + 2 < reply.length; i += 3) {
+    for (let i = 3; i + 2 < reply.length; i += 3) {
       grants.push({
         id: String(reply[i]),
         fence: Number(String(reply[i + 1])),
@@ -555,6 +564,8 @@ export class RedisSemaphore extends EventEmitter<RedisSemaphoreEvents> implement
       do {
         this.#tickAgain = false;
         this.#tickedAt = now();
+        // Asked now: the answer says when to ask again (a failed call does not ask at once again).
+        this.#nextExpiry = Infinity;
         this.#checkDeadlines();
         this.#giveUpIfUnreachable();
         if (this.#waiters.size + this.#leases.size + this.#orphans.size === 0) break;
@@ -593,6 +604,8 @@ export class RedisSemaphore extends EventEmitter<RedisSemaphoreEvents> implement
     if (this.#waiters.size > 0 || this.#orphans.size > 0) {
       due = now() + Math.min(this.pollMs, this.leaseMs / 3);
     }
+    // A lease ending in Redis frees permits nobody announces: the line asks for them then.
+    if (this.#inLine > 0) due = Math.min(due, this.#nextExpiry);
     if (this.#leases.size > 0) {
       // Renewed once a third of a lease has passed: two thirds are left as the margin.
       let deadline = Infinity;

@@ -30,11 +30,14 @@ ARGV[6..]        acquire, try: triples of lease id, weight, priority
                  release: lease ids, held or in line
                  renew: lease ids the caller holds
 
-Reply: { lapsed, result, id, fence, ms, id, fence, ms, ... }
+Reply: { lapsed, result, sweep, id, fence, ms, id, fence, ms, ... }
   lapsed   1 if the caller's process entry had expired (its requests in line may be gone)
   result   acquire, try: one character per request: '1' granted, '0' in line, '-' refused (try);
            release: how many of the ids were found; renew: one character per id, '1' renewed,
            '0' gone
+  sweep    ms until the earliest entry of `expiry` may expire (`next`, never later than it): a
+           caller with requests in line checks again then, so that a crashed holder's permits
+           reach the line when its lease ends, not at the caller's next timed check
   then the leases granted to the caller that it has not acknowledged, with their fences and
   the ms left before they expire: those granted by this call, and those granted from the line
   before it. A grant from the line is reported by every call of its process until that process
@@ -153,14 +156,14 @@ if now < next_expiry and queued == 0 and #asked == 1 and not waiting and not val
     redis.call('ZADD', expiry, now + lease, id)
     redis.call('HSET', ids, id, weight .. ' h ' .. text, 'held', held + weight, 'fence', text,
       'next', math.min(next_expiry, now + lease))
-    return { 0, '1', id, text, lease }
+    return { 0, '1', math.min(next_expiry, now + lease) - now, id, text, lease }
   end
   local weight = op == 'release' and info and string.match(info, '^(%d+) h ')
   if weight then
     redis.call('ZREM', expiry, id)
     redis.call('HDEL', ids, id)
     redis.call('HSET', ids, 'held', held - tonumber(weight))
-    return { 0, 1 }
+    return { 0, 1, next_expiry - now }
   end
 end
 
@@ -279,7 +282,7 @@ local function expiry_of(owner)
   return cached(alive, 'ZSCORE', expiry, owner)
 end
 
-local reply = { 0, '' }
+local reply = { 0, '', 0 }
 local woken = {}
 -- Grants `id` the permits it asked for. One granted from the line stays unacknowledged (and
 -- reported) until its process renews or releases it; one granted to its caller's own request is
@@ -434,6 +437,7 @@ else
 end
 reply[1] = lapsed
 reply[2] = result
+reply[3] = next_expiry - now
 
 -- The caller's grants from the line that it has not acknowledged: made by this call, or
 -- announced on the channel (which may have lost the message), or reported before in a reply
