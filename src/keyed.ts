@@ -89,7 +89,7 @@ function forKey(
   return typeof fork === 'function' ? (fork.call(concurrency, key) as Gate) : concurrency;
 }
 
-/** A rate option as a list: one value, or several. */
+/** One, several or none, as a list. */
 function listOf<T>(value: T | readonly T[] | undefined): readonly T[] {
   if (value === undefined) return [];
   return Array.isArray(value) ? (value as readonly T[]) : [value as T];

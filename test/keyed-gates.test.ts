@@ -1,11 +1,22 @@
 /**
  * `KeyedLimiter`'s `keyGates`: gates of each key (a shared semaphore and rate per key), made once
  * per key and kept when an idle key's limiter is forgotten, passed by every attempt of the key,
- * paused with the key, and checked like the other options. Time is a `ManualClock`.
+ * paused with the key, and checked like the other options; and `createFetch`'s `originGates`,
+ * which it keeps. Time is a `ManualClock`.
  */
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { describe, it } from 'node:test';
-import { KeyedLimiter, type AcquireOptions, type Gate, type Permit } from '../src/index.ts';
+import { createExchange } from '../src/http/index.ts';
+import {
+  KeyedLimiter,
+  Semaphore,
+  type AcquireOptions,
+  type Gate,
+  type Permit,
+} from '../src/index.ts';
 import { deferred, flush, ManualClock } from './_helpers/clock.ts';
 import { RecordingGate } from './_helpers/recording-gate.ts';
 
@@ -145,6 +156,38 @@ describe('KeyedLimiter keyGates', () => {
           return true;
         },
       );
+    }
+  });
+});
+
+describe("createFetch's originGates", () => {
+  it("are made once per origin, also after the origin's idle limiter is forgotten", async () => {
+    const server = createServer((_req, res) => res.end('ok'));
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const { port } = server.address() as AddressInfo;
+    const [a, b] = [`http://127.0.0.1:${port}`, `http://localhost:${port}`];
+    const clock = new ManualClock();
+    const made: string[] = [];
+    const exchange = createExchange({
+      clock,
+      originGates: (origin) => {
+        made.push(origin);
+        return { concurrency: new Semaphore(1) };
+      },
+    });
+    try {
+      assert.equal((await exchange(`${a}/1`)).status, 200);
+      // Past the idle limit (60 s): the next request, to another origin, forgets a's limiter.
+      await clock.advance(120_000);
+      assert.equal((await exchange(`${b}/1`)).status, 200);
+      assert.equal(exchange.client.limiter.size, 1);
+      assert.equal((await exchange(`${a}/2`)).status, 200);
+      assert.deepEqual(made, [a, b]);
+    } finally {
+      await exchange.close();
+      server.closeAllConnections();
+      server.close();
     }
   });
 });
