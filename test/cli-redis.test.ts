@@ -243,6 +243,14 @@ describe('sluice fetch --redis', needsRedis, () => {
       assert.match(stderr, /--redis: .*"https:\/\/:\*\*\*@x" \(from SLUICE_REDIS_URL\)/);
     });
 
+    it('--help documents --redis, SLUICE_REDIS_URL and --name', async () => {
+      const run = await cli(['fetch', '--help']);
+      assert.equal(run.code, 0);
+      assert.match(run.stdout, /--redis <url> +share -c, --rate, --per-host-\*/);
+      assert.match(run.stdout, /\$SLUICE_REDIS_URL/);
+      assert.match(run.stdout, /--name <name> +with --redis, the name shared limits go by/);
+    });
+
     it('-c auto, --name without --redis, and a --name with braces are usage errors', async () => {
       assert.match(
         (await oneLine(['-c', 'auto', '--redis', redis.url], 2)).stderr,

@@ -425,7 +425,7 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
     )
     .option(
       '--name <name>',
-      "with --redis, what the shared limits are called (default: the first request's origin for -c and --rate; per-host limits are named by their origin: see the README)",
+      "with --redis, the name shared limits go by: -c and --rate are NAME (default: global:ORIGIN of the first request), each origin's limits NAME:ORIGIN (default: ORIGIN)",
     )
     .addHelpText('after', EXIT_CODES)
     .action(async (file: string | undefined, options: FetchOptions) => {
