@@ -19,7 +19,7 @@
  * for its shared pause (one round trip per request start).
  *
  * Invariants: each shared gate is made once (an origin's when the origin is first seen) and
- * closed by `close()`; no gate is made after `close()`.
+ * closed by `close()`; one made after `close()` is closed at once.
  */
 import { createClient } from 'redis';
 import { later, type Cancel } from '../_clock.ts';
