@@ -277,7 +277,7 @@ async function fetchAction(
   } finally {
     // The run has closed its client: no permit is held, nothing waits.
     await gates.close();
-    redis.destroy();
+    await shared.closeRedis(redis);
   }
 }
 

@@ -45,8 +45,30 @@ export interface SharedSettings {
 
 /** The node-redis client the CLI makes, as the CLI holds it: the gates take it as it is. */
 export interface SharedRedis {
+  /** Closes its connections once the replies to what was sent have come. */
+  close(): Promise<void>;
   /** Closes its connections at once: what is still waiting for a reply fails. */
   destroy(): void;
+}
+
+/** How long the end of a run waits for Redis to answer what was sent (releases), in ms. */
+const CLOSE_WAIT = 1000;
+
+/**
+ * Closes the CLI's client: the releases sent last are answered first (a lease left behind would
+ * hold its permits from every process until it expired), unless Redis has not answered within
+ * `CLOSE_WAIT`; then its connections are closed at once.
+ */
+export async function closeRedis(redis: SharedRedis): Promise<void> {
+  let cancel: Cancel | undefined;
+  await Promise.race([
+    redis.close().catch(() => undefined),
+    new Promise<void>((resolve) => {
+      cancel = later(CLOSE_WAIT, resolve);
+    }),
+  ]);
+  cancel?.();
+  redis.destroy();
 }
 
 /** An origin's rate when it has none: only its shared pause can hold a start back. */
