@@ -23,7 +23,12 @@ export {
   type TaskContext,
   type TaskInfo,
 } from './limiter.ts';
-export { KeyedLimiter, type KeyedLimiterOptions, type PerKeyOptions } from './keyed.ts';
+export {
+  KeyedLimiter,
+  type KeyGates,
+  type KeyedLimiterOptions,
+  type PerKeyOptions,
+} from './keyed.ts';
 export {
   retry,
   RetryBudget,

@@ -11,7 +11,7 @@
  * limiter is forgotten only when nothing of it can matter any more.
  */
 import type { Clock } from './_clock.ts';
-import { concurrencyOption } from './_gates.ts';
+import { checkGate, concurrencyOption } from './_gates.ts';
 import { Pace } from './_pace.ts';
 import { Global, KeyPacer } from './_share.ts';
 import type { RateSpec } from './_parse.ts';
@@ -34,6 +34,12 @@ import { systemClock } from './_clock.ts';
 /** The options of one key's limiter. */
 export type PerKeyOptions = Omit<LimiterOptions, 'clock'>;
 
+/** The gates of one key (see {@link KeyedLimiterOptions.keyGates}). */
+export interface KeyGates {
+  concurrency?: Gate | undefined;
+  rate?: Gate | readonly Gate[] | undefined;
+}
+
 /** Options for {@link KeyedLimiter}. */
 export interface KeyedLimiterOptions<K = string> extends Omit<RateOptions, 'rate'> {
   /**
@@ -54,6 +60,15 @@ export interface KeyedLimiterOptions<K = string> extends Omit<RateOptions, 'rate
    */
   perKey?: PerKeyOptions | ((key: K) => PerKeyOptions);
   /**
+   * Gates of a key, made once, when the key is first seen, and kept as long as this limiter (an
+   * idle key's limiter is forgotten, its gates are not): `{ concurrency, rate }`, such as a
+   * `RedisSemaphore` and a `RedisRateLimiter` per key, shared by every process. Its concurrency
+   * gate keeps the key's concurrency in place of `perKey.concurrency`; its rate gates are kept
+   * besides the key's rates. Pausing the key (`limiterFor(key).pauseFor(ms)`) pauses those that
+   * can pause. Closing them is the caller's part.
+   */
+  keyGates?: (key: K) => KeyGates;
+  /**
    * Milliseconds a key must have been idle (nothing running or waiting, and no rate history that
    * could still hold a start back) before its limiter is forgotten. @default 60_000
    */
@@ -72,6 +87,12 @@ function forKey(
 ): PerKeyOptions['concurrency'] {
   const fork = (concurrency as { fork?: unknown } | undefined)?.fork;
   return typeof fork === 'function' ? (fork.call(concurrency, key) as Gate) : concurrency;
+}
+
+/** One, several or none, as a list. */
+function listOf<T>(value: T | readonly T[] | undefined): readonly T[] {
+  if (value === undefined) return [];
+  return Array.isArray(value) ? (value as readonly T[]) : [value as T];
 }
 
 interface Entry {
@@ -97,6 +118,9 @@ export class KeyedLimiter<K = string> {
   /** The global gates given instead of numbers, for every key's limiter to pass. */
   readonly #outer: OuterGates;
   readonly #perKey: PerKeyOptions | ((key: K) => PerKeyOptions);
+  readonly #keyGates: ((key: K) => KeyGates) | undefined;
+  /** Each key's gates from `keyGates`, made once. */
+  readonly #gates = new Map<K, KeyGates>();
   readonly #idleTtl: number;
   readonly #clock: Clock;
   readonly #keys = new Map<K, Entry>();
@@ -118,6 +142,8 @@ export class KeyedLimiter<K = string> {
       v.options('perKey', perKey);
       this.#perKey = { ...perKey };
     }
+    if (options.keyGates !== undefined) v.fn('keyGates', options.keyGates);
+    this.#keyGates = options.keyGates;
     this.#idleTtl =
       options.idleTtl === undefined ? 60_000 : v.number('idleTtl', options.idleTtl, 0, true);
     this.#clock = options.clock ?? systemClock;
@@ -242,6 +268,9 @@ export class KeyedLimiter<K = string> {
       const perKey = typeof this.#perKey === 'function' ? this.#perKey(key) : this.#perKey;
       const options: KeyLimiterOptions = { ...perKey, clock: this.#clock };
       options.concurrency = forKey(perKey.concurrency, key);
+      const gates = this.#gatesOf(key);
+      if (gates?.concurrency !== undefined) options.concurrency = gates.concurrency;
+      if (gates?.rate !== undefined) options.rate = [...listOf(perKey.rate), ...listOf(gates.rate)];
       if (this.#outer.concurrency.length > 0 || this.#outer.rate.length > 0)
         options[OUTER_GATES] = this.#outer;
       const limiter = new Limiter(options);
@@ -259,6 +288,33 @@ export class KeyedLimiter<K = string> {
       this.#keys.set(key, entry);
     }
     return entry;
+  }
+
+  /** `key`'s gates from `keyGates`, made and checked on first use; undefined without it. */
+  #gatesOf(key: K): KeyGates | undefined {
+    if (this.#keyGates === undefined) return undefined;
+    let gates = this.#gates.get(key);
+    if (gates === undefined) {
+      const made: unknown = this.#keyGates(key);
+      if (made === null || typeof made !== 'object') {
+        throw new TypeError(
+          `Expected \`keyGates\` to return an object ({ concurrency?, rate? }), got ${v.describe(made)}`,
+        );
+      }
+      const { concurrency, rate } = made as KeyGates;
+      gates = {
+        concurrency:
+          concurrency === undefined ? undefined : checkGate('keyGates().concurrency', concurrency),
+        rate:
+          rate === undefined
+            ? undefined
+            : listOf(rate).map((gate, i) =>
+                checkGate(Array.isArray(rate) ? `keyGates().rate[${i}]` : 'keyGates().rate', gate),
+              ),
+      };
+      this.#gates.set(key, gates);
+    }
+    return gates;
   }
 
   /** Resolves when no key has anything running, waiting or backing off. */

@@ -20,6 +20,7 @@ import { ClosedError } from '../errors.ts';
 import { bodyField, bodyRecord, keptLimit } from './fetch-body.ts';
 import { parseFetchLine, redact, SENSITIVE, type FetchTask } from './fetch-line.ts';
 import type { Command, Outcome } from './run.ts';
+import type { SharedGates } from './shared.ts';
 
 /** What `sluice fetch` was asked, parsed and checked. */
 export interface FetchSettings {
@@ -39,6 +40,8 @@ export interface FetchSettings {
   body: boolean;
   /** The most bytes of a body to keep (decoded), with `body`. */
   maxBody: number;
+  /** With `--redis`: the limits above as gates shared with other processes (`shared.ts`). */
+  shared?: SharedGates | undefined;
 }
 
 const CANCELLED = 'cancelled';
@@ -90,13 +93,19 @@ export class FetchCommand implements Command<FetchTask> {
       });
       perHost = template;
     }
+    const shared = settings.shared;
+    const rate = shared === undefined ? settings.rates : shared.rate;
     const options: HttpOptions = {
-      concurrency: settings.concurrency,
+      concurrency: shared?.concurrency ?? settings.concurrency,
       // Every attempt passes the global rate, retries included (the client's limiter keeps it).
-      ...(settings.rates.length > 0 ? { rate: settings.rates } : {}),
+      ...(rate === undefined || (Array.isArray(rate) && rate.length === 0) ? {} : { rate }),
+      // Shared: each origin's semaphore and rate (what a 429 pauses for every process).
+      ...(shared === undefined ? {} : { originGates: shared.originGates }),
       perOrigin: {
         concurrency: perHost,
-        ...(settings.perHostRates.length > 0 ? { rate: settings.perHostRates } : {}),
+        ...(settings.perHostRates.length > 0 && shared === undefined
+          ? { rate: settings.perHostRates }
+          : {}),
       },
       retry: settings.retries,
       signal: this.#controller.signal,

@@ -19,6 +19,8 @@ import { FetchCommand, type FetchSettings } from './fetch.ts';
 import type { CliIo } from './io.ts';
 import type { RunConfig } from './report-data.ts';
 import { runLines, UsageError, type LineSettings } from './lines.ts';
+import { checkName, redisUrl } from './shared-url.ts';
+import type { SharedRedis } from './shared.ts';
 
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 const MAX_OUTPUT = 64 * 1024;
@@ -176,6 +178,8 @@ interface FetchOptions extends LineOptions {
   body?: boolean;
   maxBody: number;
   compressed?: boolean;
+  redis?: string;
+  name?: string;
 }
 
 interface ExecOptions extends LineOptions {
@@ -252,7 +256,55 @@ async function fetchAction(
       settings.perHostConcurrency < settings.concurrency) ||
     settings.perHostRates.length > 0;
   const window = perHostBinds ? 2 * settings.concurrency : settings.concurrency;
-  return runLines(io, lineSettings(file, o), config, window, () => new FetchCommand(settings));
+  const run = (): Promise<number> =>
+    runLines(io, lineSettings(file, o), config, window, () => new FetchCommand(settings));
+  const url = sharedUrl(io, o, fail);
+  if (url === undefined) return run();
+  // Loaded only when asked for: node-redis is not part of a run without --redis.
+  const shared = await import('./shared.ts');
+  let redis: SharedRedis;
+  try {
+    redis = await shared.connectRedis(url);
+  } catch (error) {
+    if (!(error instanceof shared.RedisUnavailableError)) throw error;
+    io.stderr.write(`sluice: ${error.message}\n`);
+    return 1;
+  }
+  const gates = shared.sharedGates({ ...settings, name: o.name }, redis);
+  try {
+    settings.shared = gates;
+    return await run();
+  } finally {
+    // The run has closed its client: no permit is held, nothing waits.
+    await gates.close();
+    await shared.closeRedis(redis);
+  }
+}
+
+/**
+ * `--redis` (or `SLUICE_REDIS_URL`) and `--name`, checked: the URL to share the limits through,
+ * or undefined. A misuse is a usage error (`fail`).
+ */
+function sharedUrl(
+  io: CliIo,
+  o: FetchOptions,
+  fail: (message: string) => never,
+): string | undefined {
+  let url: string | undefined;
+  try {
+    url = redisUrl(o.redis, io.env.SLUICE_REDIS_URL);
+    checkName(o.name);
+  } catch (error) {
+    fail((error as Error).message);
+  }
+  if (url === undefined) {
+    if (o.name !== undefined)
+      fail('--name names the limits shared through --redis: use it with --redis');
+    return undefined;
+  }
+  if (o.concurrency === 'auto')
+    fail('-c auto cannot be shared through --redis yet: give -c a number');
+  return url;
 }
 
 async function execAction(io: CliIo, file: string | undefined, o: ExecOptions): Promise<number> {
@@ -366,6 +418,14 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
     .option(
       '--compressed',
       'ask for a compressed response (Accept-Encoding: gzip, deflate, br); with --body, bodies are decoded either way',
+    )
+    .option(
+      '--redis <url>',
+      'share -c, --rate, --per-host-* and 429/503 pauses with every process on this Redis and --name (redis:// or rediss://; default: $SLUICE_REDIS_URL)',
+    )
+    .option(
+      '--name <name>',
+      "with --redis, the name shared limits go by: -c and --rate are NAME (default: global:ORIGIN of the first request), each origin's limits NAME:ORIGIN (default: ORIGIN)",
     )
     .addHelpText('after', EXIT_CODES)
     .action(async (file: string | undefined, options: FetchOptions) => {

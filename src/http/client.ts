@@ -202,16 +202,10 @@ export class HttpClient {
       rate,
       perKey: (origin) => {
         const { concurrency, rate, burst, window } = this.#limitsOf(origin);
-        const gates = originGates?.(origin);
-        if (gates === undefined) return { concurrency, rate, burst, window, timeout };
-        return {
-          concurrency: gates.concurrency ?? concurrency,
-          rate: [...listOf(rate), ...listOf(gates.rate)],
-          burst,
-          window,
-          timeout,
-        };
+        return { concurrency, rate, burst, window, timeout };
       },
+      // Made once per origin, kept when an idle origin's limiter is forgotten.
+      ...(originGates === undefined ? {} : { keyGates: originGates }),
       clock,
     });
     // One pool per origin, as wide as the origin's concurrency, so that no request queues inside
@@ -328,10 +322,4 @@ class SendTransport<R> implements Transport<R> {
       },
     );
   }
-}
-
-/** One, several or none, as a list. */
-function listOf<T>(value: T | readonly T[] | undefined): readonly T[] {
-  if (value === undefined) return [];
-  return Array.isArray(value) ? (value as readonly T[]) : [value as T];
 }
