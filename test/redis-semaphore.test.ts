@@ -624,6 +624,60 @@ describe('RedisSemaphore on a real Redis', needsRedis, () => {
       { numRuns: 25 },
     );
   });
+
+  it('gives a line made between refreshes the same expiry as the counts that describe it', async () => {
+    const a = make('one-expiry', { permits: 1 });
+    const b = make('one-expiry', { permits: 1 });
+    const holder = await a.acquire();
+    await sleep(100); // the keys' expiry was set by the grant; the line is made after it
+    const waiting = b.acquire();
+    await waitFor('in line', async () => (await inLine(redis, 'one-expiry')) === 1);
+    const [queue, ids] = (await Promise.all(
+      ['queue', 'ids'].map((part) => command(redis, 'PTTL', `sluice:{one-expiry}:${part}`)),
+    )) as [number, number];
+    assert.ok(queue > 0 && queue <= ids, `the line's TTL ${queue}ms, the counts' ${ids}ms`);
+    holder.release();
+    (await within('the waiter', waiting)).release();
+  });
+
+  it('serves the line right after a fleet died with requests in it and a new one started', async () => {
+    // Two processes whose calls stop arriving at once (killed during a deploy): one holds the
+    // only permit, the other waits; nothing of theirs is renewed any more.
+    let alive = true;
+    const dying = intercept(
+      () => adapter,
+      (next, ...args) => (alive ? next(...args) : new Promise<never>(() => undefined)),
+    );
+    const options = { permits: 1, leaseMs: 1_000 };
+    const a = make('fleet', options, dying);
+    const b = make('fleet', options, dying);
+    await a.acquire();
+    await sleep(600); // the line is made a while after the keys' expiry was last set
+    b.acquire().catch(() => undefined);
+    await waitFor('in line', async () => (await inLine(redis, 'fleet')) === 1);
+    alive = false;
+    await waitFor(
+      "the name's counts expired",
+      async () => Number(await command(redis, 'EXISTS', 'sluice:{fleet}:ids')) === 0,
+    );
+    // A new fleet, at once.
+    const [c, d, e] = [0, 1, 2].map(() => make('fleet', options));
+    const first = await c!.acquire();
+    const second = d!.acquire();
+    await tracked.settled(); // in line
+    assert.equal(await e!.tryAcquireAsync(), undefined, 'nobody barges past the request in line');
+    first.release();
+    (await within('the request in line, with the permit free', second, 5_000)).release();
+    await waitFor('all given back', async () => (await stateOf(redis, 'fleet')).ids === 0);
+    const [held, queued] = (await command(
+      redis,
+      'HMGET',
+      'sluice:{fleet}:ids',
+      'held',
+      'queued',
+    )) as (string | null)[];
+    assert.deepEqual([Number(held ?? 0), Number(queued ?? 0)], [0, 0]);
+  });
 });
 
 // ---------------------------------------------------------------------------------------------

@@ -46,7 +46,8 @@ a lease added or removed; `queued` is the size of `queue`, changed with every me
 removed; `next` is at most the earliest expiry in `expiry` (lowered by every entry added, made
 exact by every sweep); a lease id is in `ids` exactly while it is in line or granted; a lease
 granted to another process expires with that process's entry until it renews the lease; every
-entry expires before `until`, and every key lives past it; every argument is read and validated
+entry expires before `until`, and every key expires at it, all at once (none outlives another it
+is read with; a new count finds no line or lease left); every argument is read and validated
 before the first write (Lua does not roll back).
 
 Cost: one HMGET reads what the call needs of the hash, and one HSET writes it back; `expiry` is
@@ -128,10 +129,20 @@ for i = first + 1, #asked, 4000 do
   end
 end
 
+if not values[1] then
+  -- A new count (first use, the keys expired or lost): what is left of a line or of leases is
+  -- stale (every entry expired before the count), and would disagree with it.
+  redis.call('DEL', queue, expiry)
+end
+
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local held = tonumber(values[2] or '0')
 local horizon = tonumber(values[3] or '0')
+-- Every key of the name expires at `until` and at no other time, so that none outlives another
+-- it is read with (a line outliving its count would be served by a wrong count for good). It
+-- moves on by two leases at a time, when less than a lease (and a second) is left.
+local horizon_due = horizon < now + lease + 1000 and now + 2 * lease + 1000 or horizon
 local queued = tonumber(values[7] or '0')
 local next_expiry = tonumber(values[8] or '0')
 local fence = tonumber(values[5] or '0')
@@ -386,8 +397,8 @@ if op == 'acquire' or op == 'try' then
         local member = string.format('%016d', ticket) .. ':' .. id
         redis.call('ZADD', queue, -priority, member)
         if queued == 0 then
-          -- A new line: the key has no TTL yet.
-          redis.call('PEXPIREAT', queue, math.max(horizon, now + 2 * lease + 1000))
+          -- A new line: the key has no TTL yet; it gets the other keys'.
+          redis.call('PEXPIREAT', queue, horizon_due)
         end
         queued = queued + 1
         set_record(id, weight .. ' q ' .. member)
@@ -470,12 +481,11 @@ if next_expiry ~= tonumber(values[8] or '0') then
 end
 
 -- Every entry expires before `until`, and every key lives past it: an abandoned name leaves
--- nothing behind, and no caller's TTL shortens a longer lease's. It moves on by two leases at a
--- time, when less than a lease (and a second) is left. The entry "~" keeps `expiry` (and its
--- TTL) from vanishing while it is empty; `queue` gets the TTL when a call makes it.
-local refresh = horizon < now + lease + 1000
+-- nothing behind, and no caller's TTL shortens a longer lease's. The entry "~" keeps `expiry`
+-- (and its TTL) from vanishing while it is empty; `queue` gets the TTL when a call makes it.
+local refresh = horizon_due ~= horizon
 if refresh then
-  horizon = now + 2 * lease + 1000
+  horizon = horizon_due
   writes['until'] = horizon
   redis.call('ZADD', expiry, horizon, '~')
 end
