@@ -1004,4 +1004,34 @@ describe('RedisSemaphore when Redis fails', needsRedis, () => {
       await gone.stop();
     }
   });
+
+  it('hands out higher fences after a restart that brought back older data (a snapshot)', async () => {
+    const own = await RedisServer.start();
+    let client = await connect(own.url);
+    try {
+      const grant = async (sem: RedisSemaphore): Promise<number> => {
+        const permit = await sem.acquire();
+        await permit[Symbol.asyncDispose]();
+        return permit.fence;
+      };
+      const sem = make('snapshot', { permits: 1 }, client);
+      const before = [await grant(sem), await grant(sem)];
+      assert.equal(await own.command('SAVE'), '+OK'); // what a periodic snapshot does
+      before.push(await grant(sem), await grant(sem), await grant(sem));
+      await own.restart(); // killed, then started on the same directory: the snapshot is loaded
+      client.destroy();
+      client = await connect(own.url);
+      const restored = Number(await command(client, 'HGET', 'sluice:{snapshot}:ids', 'fence'));
+      assert.equal(restored, before[1], 'the older count came back');
+      const again = make('snapshot', { permits: 1 }, client);
+      const after = [await grant(again), await grant(again)];
+      assert.ok(
+        Math.min(...after) > Math.max(...before),
+        `fences before the restart ${before.join(' ')}, after it ${after.join(' ')}`,
+      );
+    } finally {
+      client.destroy();
+      await own.stop();
+    }
+  });
 });

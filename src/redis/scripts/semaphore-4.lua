@@ -146,9 +146,11 @@ local horizon_due = horizon < now + lease + 1000 and now + 2 * lease + 1000 or h
 local queued = tonumber(values[7] or '0')
 local next_expiry = tonumber(values[8] or '0')
 local fence = tonumber(values[5] or '0')
--- Fences rise by one per grant. A new count (first use, keys expired, Redis's data lost) starts
--- from Redis's time in microseconds: above every fence handed out before, which rose by fewer
--- than one per microsecond. (Below 2^53, so exact as a Lua number and in JavaScript.)
+-- A grant's fence is the last one plus one, or Redis's time in microseconds if that is more:
+-- above every fence handed out before (which rose by fewer than one per microsecond) even when
+-- the count is new (first use, keys expired, Redis's data lost) or older than fences already
+-- handed out (Redis restarted from a snapshot, a replica that lagged took over), as long as
+-- Redis's clock does not go back. (Below 2^53, so exact as a Lua number and in JavaScript.)
 local seed = tonumber(time[1]) * 1000000 + tonumber(time[2])
 
 -- The short path: nothing to sweep, nobody in line, no grant waiting to be acknowledged, the keys'
@@ -159,7 +161,7 @@ if now < next_expiry and queued == 0 and #asked == 1 and not waiting and not val
   local info = records[id]
   if (op == 'acquire' or op == 'try') and not info and held + requests[1][2] <= permits then
     local weight = requests[1][2]
-    fence = fence == 0 and seed or fence + 1
+    fence = math.max(fence + 1, seed)
     local text = string.format('%.0f', fence)
     redis.call('ZADD', expiry, now + lease, id)
     redis.call('HSET', ids, id, weight .. ' h ' .. text, 'held', held + weight, 'fence', text,
@@ -278,7 +280,7 @@ if waiting then
 end
 
 local function next_fence()
-  fence = fence == 0 and seed or fence + 1
+  fence = math.max(fence + 1, seed)
   local text = string.format('%.0f', fence)
   writes['fence'] = text
   return text
