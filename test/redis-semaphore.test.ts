@@ -1034,4 +1034,35 @@ describe('RedisSemaphore when Redis fails', needsRedis, () => {
       await own.stop();
     }
   });
+
+  it('gives back in Redis a lease it declared lost, though a renewal late on its way renewed it there', async () => {
+    const sem = make('late-renewal', {
+      permits: 1,
+      leaseMs: 4_500,
+      commandTimeoutMs: 1_500,
+      pollMs: 100,
+    });
+    // Redis stops while the acquire is on its way: the lease's local deadline comes a second
+    // before its expiry in Redis.
+    server.pause();
+    const acquired = sem.acquire();
+    await sleep(1_000);
+    server.resume();
+    const permit = await within('granted', acquired);
+    // It stops again with the renewals on their way, until past the local deadline but before
+    // the expiry in Redis: there, they find the lease and renew it.
+    server.pause();
+    try {
+      await within('the lease lost', lost(permit), 10_000);
+      await sleep(300);
+    } finally {
+      server.resume();
+    }
+    assert.equal(sem.held, 0);
+    await waitFor(
+      'the lost lease given back in Redis',
+      async () => (await stateOf(redis, 'late-renewal')).leases === 0,
+      2_500,
+    );
+  });
 });

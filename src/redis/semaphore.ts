@@ -18,7 +18,8 @@
  *   released there (withdrawn from the line, or its late grant given back);
  * - a lease's local deadline is never later than its expiry in Redis (it counts from before the
  *   call that set it was sent); past it, the lease is lost for good: its signal aborts, `leaseLost`
- *   is emitted, and it is never renewed again;
+ *   is emitted, it is never renewed again, and it is given back in Redis (where a renewal already
+ *   on its way may have renewed it);
  * - every promise settles: granted, cancelled, closed, or failed with what Redis (or its silence)
  *   said; waiting on a Redis that does not answer is bounded by `commandTimeoutMs` for a request not
  *   yet in line, and by `leaseMs` for one in line.
@@ -526,8 +527,9 @@ export class RedisSemaphore extends EventEmitter<RedisSemaphoreEvents> implement
     if (this.#leases.get(lease.id) !== lease) return;
     this.#leases.delete(lease.id);
     this.#held -= lease.weight;
-    // Not released in Redis: it expires there by itself, moments after its local deadline, which
-    // leaves the work it guarded that long to stop.
+    // Given back in Redis too (at the next tick, retried as any release): a renewal already on
+    // its way may still find it there and renew it, and nobody here would renew or release it.
+    this.#orphan(lease.id);
     const error = new LeaseLostError(
       `lease lost: the permit (weight ${lease.weight}, fence ${lease.fence}) of RedisSemaphore ${this.name} ${what}`,
       { cause: this.#lastError },
