@@ -1065,4 +1065,39 @@ describe('RedisSemaphore when Redis fails', needsRedis, () => {
       2_500,
     );
   });
+
+  it('withdraws an acquire cancelled while it is sent again after NOSCRIPT, though its withdrawal finds the script', async () => {
+    const other = make('noscript-cancel', { permits: 1 });
+    const held = await other.acquire();
+    // A connection on which the script sent whole (EVAL, after NOSCRIPT) arrives late.
+    const late = new Proxy(redis, {
+      get(target, key) {
+        if (key === 'sendCommand') {
+          return async (args: string[]) => {
+            if (args[0] === 'EVAL') await sleep(300);
+            return target.sendCommand(args);
+          };
+        }
+        const value: unknown = Reflect.get(target, key);
+        return typeof value === 'function' ? (value.bind(target) as unknown) : value;
+      },
+    });
+    const tracked = new TrackedClient(() => fromNodeRedis(late));
+    const sem = make('noscript-cancel', { permits: 1 }, tracked);
+    assert.equal(await server.command('SCRIPT FLUSH'), '+OK');
+    const controller = new AbortController();
+    const request = sem.acquire({ signal: controller.signal });
+    await sleep(100); // its EVALSHA met NOSCRIPT; its EVAL is on its way
+    assert.equal(await other.tryAcquireAsync(), undefined); // another process loads the script
+    const reason = new Error('given up');
+    controller.abort(reason);
+    await assert.rejects(request, (error) => error === reason);
+    await tracked.settled();
+    assert.equal(await inLine(redis, 'noscript-cancel'), 0, 'not left in line');
+    held.release();
+    await waitFor(
+      'all given back',
+      async () => (await stateOf(redis, 'noscript-cancel')).ids === 0,
+    );
+  });
 });

@@ -52,6 +52,8 @@ export class Waiter {
   queued = false;
   stopWatching: (() => void) | undefined = undefined;
   timer: Timer | undefined = undefined;
+  /** What waits for the call carrying it to be back (its withdrawal). */
+  #afterCall: (() => void) | undefined = undefined;
 
   constructor(
     id: string,
@@ -67,6 +69,24 @@ export class Waiter {
     this.try = tryOnly;
     this.resolve = resolve;
     this.reject = reject;
+  }
+
+  /**
+   * Runs `then` once no call carrying it is out: at once, or when that call is back. A call sent
+   * sooner could overtake it (the request sent again after NOSCRIPT, or a call that timed out).
+   */
+  afterCall(then: () => void): void {
+    if (this.inFlight) this.#afterCall = then;
+    else then();
+  }
+
+  /** The call carrying it was answered or failed. Whether something waited for that. */
+  back(): boolean {
+    this.inFlight = false;
+    const then = this.#afterCall;
+    this.#afterCall = undefined;
+    then?.();
+    return then !== undefined;
   }
 
   /** Stops watching its signal and its timeout. */

@@ -268,12 +268,15 @@ export class RedisSemaphore extends EventEmitter<RedisSemaphoreEvents> implement
       waiter.reject(reason);
       return;
     }
-    this.#push({
-      op: 'release',
-      id: waiter.id,
-      done: () => {
-        waiter.reject(reason);
-      },
+    this.#withdraw(waiter, () => {
+      waiter.reject(reason);
+    });
+  }
+
+  /** Releases a given-up request in Redis once the call carrying it is back, then calls `done`. */
+  #withdraw(waiter: Waiter, done: () => void): void {
+    waiter.afterCall(() => {
+      this.#push({ op: 'release', id: waiter.id, done });
     });
   }
 
@@ -417,8 +420,20 @@ export class RedisSemaphore extends EventEmitter<RedisSemaphoreEvents> implement
     if (op === 'acquire' || op === 'try') {
       for (let i = 0; i < items.length; i++) {
         const waiter = items[i]!.waiter!;
-        waiter.inFlight = false;
-        if (this.#waiters.get(waiter.id) !== waiter) continue;
+        const withdrawing = waiter.back();
+        if (this.#waiters.get(waiter.id) !== waiter) {
+          // Given up (not granted), and put in line by a call that ran after its withdrawal:
+          // withdrawn again.
+          const id = waiter.id;
+          if (
+            !withdrawing &&
+            result[i] === '0' &&
+            !this.#leases.has(id) &&
+            !this.#releasing.has(id)
+          )
+            this.#orphan(id);
+          continue;
+        }
         const answer = result[i];
         if (answer === '0') {
           waiter.confirmed = seq;
@@ -473,7 +488,7 @@ export class RedisSemaphore extends EventEmitter<RedisSemaphoreEvents> implement
     if (op === 'acquire' || op === 'try') {
       for (const item of items) {
         const waiter = item.waiter!;
-        waiter.inFlight = false;
+        waiter.back();
         if (this.#waiters.get(waiter.id) !== waiter) continue;
         if (waiter.queued)
           waiter.confirmed = 0; // in line before: asked again at the next tick
@@ -737,7 +752,7 @@ export class RedisSemaphore extends EventEmitter<RedisSemaphoreEvents> implement
       if (waiter.sent) {
         withdrawn.push(
           new Promise<void>((resolve) => {
-            this.#push({ op: 'release', id: waiter.id, done: resolve });
+            this.#withdraw(waiter, resolve);
           }),
         );
       }
