@@ -211,6 +211,29 @@ describe('RedisSemaphore on a real Redis', needsRedis, () => {
     assert.throws(() => new RedisSemaphore(adapter, 'x', null as never), /^TypeError/);
   });
 
+  it('refuses a commandTimeoutMs above the renewal margin, two thirds of leaseMs, and keeps its default within it', () => {
+    assert.throws(
+      () =>
+        new RedisSemaphore(adapter, 'x', { permits: 1, leaseMs: 1_000, commandTimeoutMs: 2_000 }),
+      /^RangeError: Expected `commandTimeoutMs` to be at most two thirds of `leaseMs` \(666\), got `2000` \(number\)/,
+    );
+    assert.throws(
+      () => new RedisSemaphore(adapter, 'x', { permits: 1, leaseMs: 900, commandTimeoutMs: 900 }),
+      /^RangeError: Expected `commandTimeoutMs`/,
+    );
+    // A grant answered within the call's time has a third of its lease left at least.
+    assert.equal(
+      new RedisSemaphore(adapter, 'x', { permits: 1, leaseMs: 1_000 }).commandTimeoutMs,
+      666,
+    );
+    assert.equal(new RedisSemaphore(adapter, 'x', { permits: 1 }).commandTimeoutMs, 2_000);
+    assert.equal(
+      new RedisSemaphore(adapter, 'x', { permits: 1, leaseMs: 900, commandTimeoutMs: 600 })
+        .commandTimeoutMs,
+      600,
+    );
+  });
+
   it('refuses a process that gives another number of permits for the same name', async () => {
     const five = make('sizes', { permits: 5 });
     const six = make('sizes', { permits: 6 });
@@ -985,7 +1008,7 @@ describe('RedisSemaphore when Redis fails', needsRedis, () => {
     try {
       const sem = make(
         'gone',
-        { permits: 1, leaseMs: 400, commandTimeoutMs: 300, pollMs: 50 },
+        { permits: 1, leaseMs: 400, commandTimeoutMs: 250, pollMs: 50 },
         client,
       );
       const holder = await sem.acquire();

@@ -65,7 +65,12 @@ export interface RedisSemaphoreOptions {
    * of (the announcement on the channel can be lost), in ms. @default 150
    */
   pollMs?: number;
-  /** How long to wait for Redis to answer one call, in ms, before failing it. @default 2_000 */
+  /**
+   * How long to wait for Redis to answer one call, in ms, before failing it: at most the renewal
+   * margin, two thirds of `leaseMs` (a grant then arrives with a third of its lease left, and a
+   * renewal sent when due is answered or failed before the lease can expire).
+   * @default 2_000, or two thirds of `leaseMs` if less
+   */
   commandTimeoutMs?: number;
   /** The clock of `acquire()`'s `timeout` (for tests). @default the system clock */
   clock?: Clock;
@@ -165,10 +170,16 @@ export class RedisSemaphore extends EventEmitter<RedisSemaphoreEvents> implement
     this.leaseMs =
       options.leaseMs === undefined ? 10_000 : v.integer('leaseMs', options.leaseMs, 10);
     this.pollMs = options.pollMs === undefined ? 150 : v.integer('pollMs', options.pollMs, 1);
+    const margin = Math.floor((2 * this.leaseMs) / 3);
     this.commandTimeoutMs =
       options.commandTimeoutMs === undefined
-        ? 2_000
+        ? Math.min(2_000, margin)
         : v.integer('commandTimeoutMs', options.commandTimeoutMs, 1);
+    if (this.commandTimeoutMs > margin) {
+      throw new RangeError(
+        `Expected \`commandTimeoutMs\` to be at most two thirds of \`leaseMs\` (${margin}), got ${v.describe(options.commandTimeoutMs)}`,
+      );
+    }
     this.#clock = options.clock ?? systemClock;
     const prefix = `sluice:{${name}}:`;
     this.#keys = ['expiry', 'queue', 'ids', 'wake'].map((part) => prefix + part);
