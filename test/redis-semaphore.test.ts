@@ -211,6 +211,17 @@ describe('RedisSemaphore on a real Redis', needsRedis, () => {
     assert.throws(() => new RedisSemaphore(adapter, 'x', null as never), /^TypeError/);
   });
 
+  it('names `options.permits` when the options are left out', () => {
+    assert.throws(
+      () => new RedisSemaphore(adapter, 'x', undefined as never),
+      /^TypeError: Expected `options.permits` to be an integer >= 1, got `undefined` \(undefined\)/,
+    );
+    assert.throws(
+      () => new RedisSemaphore(adapter, 'x', {} as RedisSemaphoreOptions),
+      /^TypeError: Expected `permits` to be an integer >= 1, got `undefined` \(undefined\)/,
+    );
+  });
+
   it('refuses a commandTimeoutMs above the renewal margin, two thirds of leaseMs, and keeps its default within it', () => {
     assert.throws(
       () =>

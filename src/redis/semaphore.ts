@@ -166,7 +166,9 @@ export class RedisSemaphore extends EventEmitter<RedisSemaphoreEvents> implement
     this.#redis = redisClient('redis', redis);
     this.name = checkName(name);
     v.options('options', options);
-    this.permits = v.integer('permits', options.permits, 1);
+    // Left out (by JavaScript), the options miss the one they must hold.
+    const given = options as RedisSemaphoreOptions | undefined;
+    this.permits = v.integer(given ? 'permits' : 'options.permits', given?.permits, 1);
     this.leaseMs =
       options.leaseMs === undefined ? 10_000 : v.integer('leaseMs', options.leaseMs, 10);
     this.pollMs = options.pollMs === undefined ? 150 : v.integer('pollMs', options.pollMs, 1);
