@@ -14,8 +14,8 @@ import type { Permit, ReleaseOutcome } from '../gate.ts';
 /** A permit of a {@link RedisSemaphore}: a lease in Redis, renewed until released. */
 export interface RedisPermit extends Permit {
   /**
-   * The fencing token: larger with every grant of this semaphore (across processes, key expiry
-   * and Redis restarts). Hand it to storage that refuses writes with a smaller one than it has
+   * The fencing token: larger with every grant of this semaphore (across processes, key expiry,
+   * and Redis restarts or failovers, as long as Redis's clock does not go back). Hand it to storage that refuses writes with a smaller one than it has
    * seen, so that a holder that lost its lease cannot overwrite its successor's work.
    */
   readonly fence: number;
