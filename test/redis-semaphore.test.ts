@@ -211,6 +211,40 @@ describe('RedisSemaphore on a real Redis', needsRedis, () => {
     assert.throws(() => new RedisSemaphore(adapter, 'x', null as never), /^TypeError/);
   });
 
+  it('names `options.permits` when the options are left out', () => {
+    assert.throws(
+      () => new RedisSemaphore(adapter, 'x', undefined as never),
+      /^TypeError: Expected `options.permits` to be an integer >= 1, got `undefined` \(undefined\)/,
+    );
+    assert.throws(
+      () => new RedisSemaphore(adapter, 'x', {} as RedisSemaphoreOptions),
+      /^TypeError: Expected `permits` to be an integer >= 1, got `undefined` \(undefined\)/,
+    );
+  });
+
+  it('refuses a commandTimeoutMs above the renewal margin, two thirds of leaseMs, and keeps its default within it', () => {
+    assert.throws(
+      () =>
+        new RedisSemaphore(adapter, 'x', { permits: 1, leaseMs: 1_000, commandTimeoutMs: 2_000 }),
+      /^RangeError: Expected `commandTimeoutMs` to be at most two thirds of `leaseMs` \(666\), got `2000` \(number\)/,
+    );
+    assert.throws(
+      () => new RedisSemaphore(adapter, 'x', { permits: 1, leaseMs: 900, commandTimeoutMs: 900 }),
+      /^RangeError: Expected `commandTimeoutMs`/,
+    );
+    // A grant answered within the call's time has a third of its lease left at least.
+    assert.equal(
+      new RedisSemaphore(adapter, 'x', { permits: 1, leaseMs: 1_000 }).commandTimeoutMs,
+      666,
+    );
+    assert.equal(new RedisSemaphore(adapter, 'x', { permits: 1 }).commandTimeoutMs, 2_000);
+    assert.equal(
+      new RedisSemaphore(adapter, 'x', { permits: 1, leaseMs: 900, commandTimeoutMs: 600 })
+        .commandTimeoutMs,
+      600,
+    );
+  });
+
   it('refuses a process that gives another number of permits for the same name', async () => {
     const five = make('sizes', { permits: 5 });
     const six = make('sizes', { permits: 6 });
@@ -641,6 +675,60 @@ describe('RedisSemaphore on a real Redis', needsRedis, () => {
       { numRuns: 25 },
     );
   });
+
+  it('gives a line made between refreshes the same expiry as the counts that describe it', async () => {
+    const a = make('one-expiry', { permits: 1 });
+    const b = make('one-expiry', { permits: 1 });
+    const holder = await a.acquire();
+    await sleep(100); // the keys' expiry was set by the grant; the line is made after it
+    const waiting = b.acquire();
+    await waitFor('in line', async () => (await inLine(redis, 'one-expiry')) === 1);
+    const [queue, ids] = (await Promise.all(
+      ['queue', 'ids'].map((part) => command(redis, 'PTTL', `sluice:{one-expiry}:${part}`)),
+    )) as [number, number];
+    assert.ok(queue > 0 && queue <= ids, `the line's TTL ${queue}ms, the counts' ${ids}ms`);
+    holder.release();
+    (await within('the waiter', waiting)).release();
+  });
+
+  it('serves the line right after a fleet died with requests in it and a new one started', async () => {
+    // Two processes whose calls stop arriving at once (killed during a deploy): one holds the
+    // only permit, the other waits; nothing of theirs is renewed any more.
+    let alive = true;
+    const dying = intercept(
+      () => adapter,
+      (next, ...args) => (alive ? next(...args) : new Promise<never>(() => undefined)),
+    );
+    const options = { permits: 1, leaseMs: 1_000 };
+    const a = make('fleet', options, dying);
+    const b = make('fleet', options, dying);
+    await a.acquire();
+    await sleep(600); // the line is made a while after the keys' expiry was last set
+    b.acquire().catch(() => undefined);
+    await waitFor('in line', async () => (await inLine(redis, 'fleet')) === 1);
+    alive = false;
+    await waitFor(
+      "the name's counts expired",
+      async () => Number(await command(redis, 'EXISTS', 'sluice:{fleet}:ids')) === 0,
+    );
+    // A new fleet, at once.
+    const [c, d, e] = [0, 1, 2].map(() => make('fleet', options));
+    const first = await c!.acquire();
+    const second = d!.acquire();
+    await tracked.settled(); // in line
+    assert.equal(await e!.tryAcquireAsync(), undefined, 'nobody barges past the request in line');
+    first.release();
+    (await within('the request in line, with the permit free', second, 5_000)).release();
+    await waitFor('all given back', async () => (await stateOf(redis, 'fleet')).ids === 0);
+    const [held, queued] = (await command(
+      redis,
+      'HMGET',
+      'sluice:{fleet}:ids',
+      'held',
+      'queued',
+    )) as (string | null)[];
+    assert.deepEqual([Number(held ?? 0), Number(queued ?? 0)], [0, 0]);
+  });
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -951,7 +1039,7 @@ describe('RedisSemaphore when Redis fails', needsRedis, () => {
     try {
       const sem = make(
         'gone',
-        { permits: 1, leaseMs: 400, commandTimeoutMs: 300, pollMs: 50 },
+        { permits: 1, leaseMs: 400, commandTimeoutMs: 250, pollMs: 50 },
         client,
       );
       const holder = await sem.acquire();
@@ -969,5 +1057,101 @@ describe('RedisSemaphore when Redis fails', needsRedis, () => {
       client.destroy();
       await gone.stop();
     }
+  });
+
+  it('hands out higher fences after a restart that brought back older data (a snapshot)', async () => {
+    const own = await RedisServer.start();
+    let client = await connect(own.url);
+    try {
+      const grant = async (sem: RedisSemaphore): Promise<number> => {
+        const permit = await sem.acquire();
+        await permit[Symbol.asyncDispose]();
+        return permit.fence;
+      };
+      const sem = make('snapshot', { permits: 1 }, client);
+      const before = [await grant(sem), await grant(sem)];
+      assert.equal(await own.command('SAVE'), '+OK'); // what a periodic snapshot does
+      before.push(await grant(sem), await grant(sem), await grant(sem));
+      await own.restart(); // killed, then started on the same directory: the snapshot is loaded
+      client.destroy();
+      client = await connect(own.url);
+      const restored = Number(await command(client, 'HGET', 'sluice:{snapshot}:ids', 'fence'));
+      assert.equal(restored, before[1], 'the older count came back');
+      const again = make('snapshot', { permits: 1 }, client);
+      const after = [await grant(again), await grant(again)];
+      assert.ok(
+        Math.min(...after) > Math.max(...before),
+        `fences before the restart ${before.join(' ')}, after it ${after.join(' ')}`,
+      );
+    } finally {
+      client.destroy();
+      await own.stop();
+    }
+  });
+
+  it('gives back in Redis a lease it declared lost, though a renewal late on its way renewed it there', async () => {
+    const sem = make('late-renewal', {
+      permits: 1,
+      leaseMs: 4_500,
+      commandTimeoutMs: 1_500,
+      pollMs: 100,
+    });
+    // Redis stops while the acquire is on its way: the lease's local deadline comes a second
+    // before its expiry in Redis.
+    server.pause();
+    const acquired = sem.acquire();
+    await sleep(1_000);
+    server.resume();
+    const permit = await within('granted', acquired);
+    // It stops again with the renewals on their way, until past the local deadline but before
+    // the expiry in Redis: there, they find the lease and renew it.
+    server.pause();
+    try {
+      await within('the lease lost', lost(permit), 10_000);
+      await sleep(300);
+    } finally {
+      server.resume();
+    }
+    assert.equal(sem.held, 0);
+    await waitFor(
+      'the lost lease given back in Redis',
+      async () => (await stateOf(redis, 'late-renewal')).leases === 0,
+      2_500,
+    );
+  });
+
+  it('withdraws an acquire cancelled while it is sent again after NOSCRIPT, though its withdrawal finds the script', async () => {
+    const other = make('noscript-cancel', { permits: 1 });
+    const held = await other.acquire();
+    // A connection on which the script sent whole (EVAL, after NOSCRIPT) arrives late.
+    const late = new Proxy(redis, {
+      get(target, key) {
+        if (key === 'sendCommand') {
+          return async (args: string[]) => {
+            if (args[0] === 'EVAL') await sleep(300);
+            return target.sendCommand(args);
+          };
+        }
+        const value: unknown = Reflect.get(target, key);
+        return typeof value === 'function' ? (value.bind(target) as unknown) : value;
+      },
+    });
+    const tracked = new TrackedClient(() => fromNodeRedis(late));
+    const sem = make('noscript-cancel', { permits: 1 }, tracked);
+    assert.equal(await server.command('SCRIPT FLUSH'), '+OK');
+    const controller = new AbortController();
+    const request = sem.acquire({ signal: controller.signal });
+    await sleep(100); // its EVALSHA met NOSCRIPT; its EVAL is on its way
+    assert.equal(await other.tryAcquireAsync(), undefined); // another process loads the script
+    const reason = new Error('given up');
+    controller.abort(reason);
+    await assert.rejects(request, (error) => error === reason);
+    await tracked.settled();
+    assert.equal(await inLine(redis, 'noscript-cancel'), 0, 'not left in line');
+    held.release();
+    await waitFor(
+      'all given back',
+      async () => (await stateOf(redis, 'noscript-cancel')).ids === 0,
+    );
   });
 });

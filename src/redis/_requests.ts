@@ -14,8 +14,8 @@ import type { Permit, ReleaseOutcome } from '../gate.ts';
 /** A permit of a {@link RedisSemaphore}: a lease in Redis, renewed until released. */
 export interface RedisPermit extends Permit {
   /**
-   * The fencing token: larger with every grant of this semaphore (across processes, key expiry
-   * and Redis restarts). Hand it to storage that refuses writes with a smaller one than it has
+   * The fencing token: larger with every grant of this semaphore (across processes, key expiry,
+   * and Redis restarts or failovers, as long as Redis's clock does not go back). Hand it to storage that refuses writes with a smaller one than it has
    * seen, so that a holder that lost its lease cannot overwrite its successor's work.
    */
   readonly fence: number;
@@ -52,6 +52,8 @@ export class Waiter {
   queued = false;
   stopWatching: (() => void) | undefined = undefined;
   timer: Timer | undefined = undefined;
+  /** What waits for the call carrying it to be back (its withdrawal). */
+  #afterCall: (() => void) | undefined = undefined;
 
   constructor(
     id: string,
@@ -67,6 +69,24 @@ export class Waiter {
     this.try = tryOnly;
     this.resolve = resolve;
     this.reject = reject;
+  }
+
+  /**
+   * Runs `then` once no call carrying it is out: at once, or when that call is back. A call sent
+   * sooner could overtake it (the request sent again after NOSCRIPT, or a call that timed out).
+   */
+  afterCall(then: () => void): void {
+    if (this.inFlight) this.#afterCall = then;
+    else then();
+  }
+
+  /** The call carrying it was answered or failed. Whether something waited for that. */
+  back(): boolean {
+    this.inFlight = false;
+    const then = this.#afterCall;
+    this.#afterCall = undefined;
+    then?.();
+    return then !== undefined;
   }
 
   /** Stops watching its signal and its timeout. */

@@ -18,7 +18,8 @@
  *   released there (withdrawn from the line, or its late grant given back);
  * - a lease's local deadline is never later than its expiry in Redis (it counts from before the
  *   call that set it was sent); past it, the lease is lost for good: its signal aborts, `leaseLost`
- *   is emitted, and it is never renewed again;
+ *   is emitted, it is never renewed again, and it is given back in Redis (where a renewal already
+ *   on its way may have renewed it);
  * - every promise settles: granted, cancelled, closed, or failed with what Redis (or its silence)
  *   said; waiting on a Redis that does not answer is bounded by `commandTimeoutMs` for a request not
  *   yet in line, and by `leaseMs` for one in line.
@@ -66,7 +67,12 @@ export interface RedisSemaphoreOptions {
    * @default 150
    */
   pollMs?: number;
-  /** How long to wait for Redis to answer one call, in ms, before failing it. @default 2_000 */
+  /**
+   * How long to wait for Redis to answer one call, in ms, before failing it: at most the renewal
+   * margin, two thirds of `leaseMs` (a grant then arrives with a third of its lease left, and a
+   * renewal sent when due is answered or failed before the lease can expire).
+   * @default 2_000, or two thirds of `leaseMs` if less
+   */
   commandTimeoutMs?: number;
   /** The clock of `acquire()`'s `timeout` (for tests). @default the system clock */
   clock?: Clock;
@@ -167,14 +173,22 @@ export class RedisSemaphore extends EventEmitter<RedisSemaphoreEvents> implement
     this.#redis = redisClient('redis', redis);
     this.name = checkName(name);
     v.options('options', options);
-    this.permits = v.integer('permits', options.permits, 1);
+    // Left out (by JavaScript), the options miss the one they must hold.
+    const given = options as RedisSemaphoreOptions | undefined;
+    this.permits = v.integer(given ? 'permits' : 'options.permits', given?.permits, 1);
     this.leaseMs =
       options.leaseMs === undefined ? 10_000 : v.integer('leaseMs', options.leaseMs, 10);
     this.pollMs = options.pollMs === undefined ? 150 : v.integer('pollMs', options.pollMs, 1);
+    const margin = Math.floor((2 * this.leaseMs) / 3);
     this.commandTimeoutMs =
       options.commandTimeoutMs === undefined
-        ? 2_000
+        ? Math.min(2_000, margin)
         : v.integer('commandTimeoutMs', options.commandTimeoutMs, 1);
+    if (this.commandTimeoutMs > margin) {
+      throw new RangeError(
+        `Expected \`commandTimeoutMs\` to be at most two thirds of \`leaseMs\` (${margin}), got ${v.describe(options.commandTimeoutMs)}`,
+      );
+    }
     this.#clock = options.clock ?? systemClock;
     const prefix = `sluice:{${name}}:`;
     this.#keys = ['expiry', 'queue', 'ids', 'wake'].map((part) => prefix + part);
@@ -274,12 +288,15 @@ export class RedisSemaphore extends EventEmitter<RedisSemaphoreEvents> implement
       waiter.reject(reason);
       return;
     }
-    this.#push({
-      op: 'release',
-      id: waiter.id,
-      done: () => {
-        waiter.reject(reason);
-      },
+    this.#withdraw(waiter, () => {
+      waiter.reject(reason);
+    });
+  }
+
+  /** Releases a given-up request in Redis once the call carrying it is back, then calls `done`. */
+  #withdraw(waiter: Waiter, done: () => void): void {
+    waiter.afterCall(() => {
+      this.#push({ op: 'release', id: waiter.id, done });
     });
   }
 
@@ -425,8 +442,20 @@ export class RedisSemaphore extends EventEmitter<RedisSemaphoreEvents> implement
     if (op === 'acquire' || op === 'try') {
       for (let i = 0; i < items.length; i++) {
         const waiter = items[i]!.waiter!;
-        waiter.inFlight = false;
-        if (this.#waiters.get(waiter.id) !== waiter) continue;
+        const withdrawing = waiter.back();
+        if (this.#waiters.get(waiter.id) !== waiter) {
+          // Given up (not granted), and put in line by a call that ran after its withdrawal:
+          // withdrawn again.
+          const id = waiter.id;
+          if (
+            !withdrawing &&
+            result[i] === '0' &&
+            !this.#leases.has(id) &&
+            !this.#releasing.has(id)
+          )
+            this.#orphan(id);
+          continue;
+        }
         const answer = result[i];
         if (answer === '0') {
           waiter.confirmed = seq;
@@ -481,7 +510,7 @@ export class RedisSemaphore extends EventEmitter<RedisSemaphoreEvents> implement
     if (op === 'acquire' || op === 'try') {
       for (const item of items) {
         const waiter = item.waiter!;
-        waiter.inFlight = false;
+        waiter.back();
         if (this.#waiters.get(waiter.id) !== waiter) continue;
         if (waiter.queued)
           waiter.confirmed = 0; // in line before: asked again at the next tick
@@ -535,8 +564,9 @@ export class RedisSemaphore extends EventEmitter<RedisSemaphoreEvents> implement
     if (this.#leases.get(lease.id) !== lease) return;
     this.#leases.delete(lease.id);
     this.#held -= lease.weight;
-    // Not released in Redis: it expires there by itself, moments after its local deadline, which
-    // leaves the work it guarded that long to stop.
+    // Given back in Redis too (at the next tick, retried as any release): a renewal already on
+    // its way may still find it there and renew it, and nobody here would renew or release it.
+    this.#orphan(lease.id);
     const error = new LeaseLostError(
       `lease lost: the permit (weight ${lease.weight}, fence ${lease.fence}) of RedisSemaphore ${this.name} ${what}`,
       { cause: this.#lastError },
@@ -748,7 +778,7 @@ export class RedisSemaphore extends EventEmitter<RedisSemaphoreEvents> implement
       if (waiter.sent) {
         withdrawn.push(
           new Promise<void>((resolve) => {
-            this.#push({ op: 'release', id: waiter.id, done: resolve });
+            this.#withdraw(waiter, resolve);
           }),
         );
       }

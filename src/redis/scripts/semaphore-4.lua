@@ -49,7 +49,8 @@ a lease added or removed; `queued` is the size of `queue`, changed with every me
 removed; `next` is at most the earliest expiry in `expiry` (lowered by every entry added, made
 exact by every sweep); a lease id is in `ids` exactly while it is in line or granted; a lease
 granted to another process expires with that process's entry until it renews the lease; every
-entry expires before `until`, and every key lives past it; every argument is read and validated
+entry expires before `until`, and every key expires at it, all at once (none outlives another it
+is read with; a new count finds no line or lease left); every argument is read and validated
 before the first write (Lua does not roll back).
 
 Cost: one HMGET reads what the call needs of the hash, and one HSET writes it back; `expiry` is
@@ -131,16 +132,28 @@ for i = first + 1, #asked, 4000 do
   end
 end
 
+if not values[1] then
+  -- A new count (first use, the keys expired or lost): what is left of a line or of leases is
+  -- stale (every entry expired before the count), and would disagree with it.
+  redis.call('DEL', queue, expiry)
+end
+
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local held = tonumber(values[2] or '0')
 local horizon = tonumber(values[3] or '0')
+-- Every key of the name expires at `until` and at no other time, so that none outlives another
+-- it is read with (a line outliving its count would be served by a wrong count for good). It
+-- moves on by two leases at a time, when less than a lease (and a second) is left.
+local horizon_due = horizon < now + lease + 1000 and now + 2 * lease + 1000 or horizon
 local queued = tonumber(values[7] or '0')
 local next_expiry = tonumber(values[8] or '0')
 local fence = tonumber(values[5] or '0')
--- Fences rise by one per grant. A new count (first use, keys expired, Redis's data lost) starts
--- from Redis's time in microseconds: above every fence handed out before, which rose by fewer
--- than one per microsecond. (Below 2^53, so exact as a Lua number and in JavaScript.)
+-- A grant's fence is the last one plus one, or Redis's time in microseconds if that is more:
+-- above every fence handed out before (which rose by fewer than one per microsecond) even when
+-- the count is new (first use, keys expired, Redis's data lost) or older than fences already
+-- handed out (Redis restarted from a snapshot, a replica that lagged took over), as long as
+-- Redis's clock does not go back. (Below 2^53, so exact as a Lua number and in JavaScript.)
 local seed = tonumber(time[1]) * 1000000 + tonumber(time[2])
 
 -- The short path: nothing to sweep, nobody in line, no grant waiting to be acknowledged, the keys'
@@ -151,7 +164,7 @@ if now < next_expiry and queued == 0 and #asked == 1 and not waiting and not val
   local info = records[id]
   if (op == 'acquire' or op == 'try') and not info and held + requests[1][2] <= permits then
     local weight = requests[1][2]
-    fence = fence == 0 and seed or fence + 1
+    fence = math.max(fence + 1, seed)
     local text = string.format('%.0f', fence)
     redis.call('ZADD', expiry, now + lease, id)
     redis.call('HSET', ids, id, weight .. ' h ' .. text, 'held', held + weight, 'fence', text,
@@ -270,7 +283,7 @@ if waiting then
 end
 
 local function next_fence()
-  fence = fence == 0 and seed or fence + 1
+  fence = math.max(fence + 1, seed)
   local text = string.format('%.0f', fence)
   writes['fence'] = text
   return text
@@ -389,8 +402,8 @@ if op == 'acquire' or op == 'try' then
         local member = string.format('%016d', ticket) .. ':' .. id
         redis.call('ZADD', queue, -priority, member)
         if queued == 0 then
-          -- A new line: the key has no TTL yet.
-          redis.call('PEXPIREAT', queue, math.max(horizon, now + 2 * lease + 1000))
+          -- A new line: the key has no TTL yet; it gets the other keys'.
+          redis.call('PEXPIREAT', queue, horizon_due)
         end
         queued = queued + 1
         set_record(id, weight .. ' q ' .. member)
@@ -474,12 +487,11 @@ if next_expiry ~= tonumber(values[8] or '0') then
 end
 
 -- Every entry expires before `until`, and every key lives past it: an abandoned name leaves
--- nothing behind, and no caller's TTL shortens a longer lease's. It moves on by two leases at a
--- time, when less than a lease (and a second) is left. The entry "~" keeps `expiry` (and its
--- TTL) from vanishing while it is empty; `queue` gets the TTL when a call makes it.
-local refresh = horizon < now + lease + 1000
+-- nothing behind, and no caller's TTL shortens a longer lease's. The entry "~" keeps `expiry`
+-- (and its TTL) from vanishing while it is empty; `queue` gets the TTL when a call makes it.
+local refresh = horizon_due ~= horizon
 if refresh then
-  horizon = now + 2 * lease + 1000
+  horizon = horizon_due
   writes['until'] = horizon
   redis.call('ZADD', expiry, horizon, '~')
 end
