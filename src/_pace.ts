@@ -49,6 +49,18 @@ export interface Window extends Pacer {
 }
 
 /**
+ * How long from `now` until `at`, such that `now + delay` is not before `at`: the difference
+ * alone may round to an instant a hair before it (11.999999999999098 + 50 ms), and a start booked
+ * there would share a window with the start that ends it. The one place where an instant a
+ * window (or a shared rate's slot) allows becomes a delay.
+ */
+export function until(at: number, now: number): number {
+  if (!(at > now)) return 0;
+  const delay = at - now;
+  return now + delay >= at ? delay : delay + Number.EPSILON * Math.abs(at);
+}
+
+/**
  * GCRA (the generic cell rate algorithm of ATM networks, the leaky bucket as a meter): a
  * theoretical arrival time `tat` advances by `interval / limit` per start. A start at `now` is
  * admitted when `max(tat, now) + (weight - burst) * T <= now`.
@@ -72,7 +84,7 @@ export class Spacing implements Window {
 
   delay(weight: number, now: number): number {
     const allowAt = Math.max(this.#tat, now) + (weight - this.maxWeight) * this.#t;
-    return allowAt > now ? allowAt - now : 0;
+    return until(allowAt, now);
   }
 
   commit(weight: number, at: number): void {
@@ -124,7 +136,7 @@ export class SlidingLog implements Window {
     const wthOldest = log[(this.#head + weight - 1) % log.length]!;
     const newest = log[(this.#head + log.length - 1) % log.length]!;
     const allowAt = Math.max(wthOldest + this.rate.interval, newest);
-    return allowAt > now ? allowAt - now : 0;
+    return until(allowAt, now);
   }
 
   commit(weight: number, at: number): void {
@@ -254,7 +266,7 @@ export class Pace implements Pacer {
   // Indexed loops: these run on every start, and a `for … of` costs an iterator each time until
   // the code is optimised.
   delay(weight: number, now: number): number {
-    let delay = this.pausedUntil > now ? this.pausedUntil - now : 0;
+    let delay = until(this.pausedUntil, now);
     const windows = this.windows;
     for (let i = 0; i < windows.length; i++) {
       const d = windows[i]!.delay(weight, now);

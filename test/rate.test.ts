@@ -814,6 +814,25 @@ describe('RateLimiter', () => {
   });
 
   describe('reserve()', () => {
+    it('never books a start before a window ends, at instants binary fractions cannot hold', async () => {
+      // Found by test/rate-change.test.ts: `now + (end - now)` may round below `end`, and then a
+      // second start fell inside the window of the first, by 1e-14 ms.
+      const instants = [11.999999999999098, 0.1 + 0.2, 1e6 / 3, 2 ** 40 + 0.7];
+      for (const first of instants) {
+        for (const after of [2.0000000000023688, 0.1, 7 / 3]) {
+          for (const window of ['sliding', 'spaced'] as const) {
+            const clock = new ManualClock();
+            await clock.advanceTo(first);
+            const limiter = new RateLimiter({ rate: { limit: 1, interval: 50 }, window, clock });
+            assert.ok(limiter.tryTake());
+            await clock.advanceTo(first + after);
+            const { at } = limiter.reserve();
+            assert.ok(at >= first + 50, `${window}: booked at ${at}, before ${first} + 50`);
+          }
+        }
+      }
+    });
+
     it('books the earliest start the rate allows and says when it is', async () => {
       const clock = new ManualClock();
       const limiter = new RateLimiter({ rate: '10/s', burst: 2, clock });

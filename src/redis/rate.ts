@@ -32,7 +32,7 @@ import { randomBytes } from 'node:crypto';
 import { parseRequest, request, tooHeavy } from '../_acquire.ts';
 import { coarseClock, Timer } from '../_clock.ts';
 import { Engine, type Waiter } from '../_engine.ts';
-import type { Pacer } from '../_pace.ts';
+import { until, type Pacer } from '../_pace.ts';
 import { formatRate, type RateSpec } from '../_parse.ts';
 import * as v from '../_validate.ts';
 import { ClosedError, SluiceError, TimeoutError } from '../errors.ts';
@@ -108,7 +108,7 @@ class Slots implements Pacer {
     this.prune(now);
     const slot = this.list.find((s) => s.weight === weight);
     if (slot === undefined) return Infinity; // the reply that brings one serves the line
-    return slot.due > now ? slot.due - now : 0;
+    return until(slot.due, now);
   }
 
   commit(weight: number): void {
