@@ -32,6 +32,8 @@ export interface LimitState {
 /** A change a gate proposes. */
 export interface LimitChange {
   readonly kind: 'increase' | 'decrease';
+  /** Why: a drop, a rising latency, or a window in use with the latency holding. */
+  readonly reason: 'drop' | 'latency' | 'growth';
   /** The limit the proposal was computed from. */
   readonly from: number;
   readonly to: number;

@@ -43,7 +43,7 @@ import type { Clock } from './_clock.ts';
 import { checkOptions, type AdaptiveOptions, type Settings } from './_adaptive-options.ts';
 import { Baseline, controller, type Algorithm, type Controller } from './_control.ts';
 import { Engine } from './_engine.ts';
-import { MemoryStore, type LimitState, type LimitStore } from './_limit-store.ts';
+import { MemoryStore, type LimitChange, type LimitState, type LimitStore } from './_limit-store.ts';
 import { Throttle } from './_throttle.ts';
 import * as v from './_validate.ts';
 import { ThrottledError } from './errors.ts';
@@ -439,7 +439,7 @@ export class AdaptiveLimit extends EventEmitter<AdaptiveEvents> implements SyncG
   }
 
   /** Proposes the limit `to` (kept within min and max) to the store, and adopts its answer. */
-  #propose(to: number, reason: LimitChangeEvent['reason'], now: number): void {
+  #propose(to: number, reason: LimitChange['reason'], now: number): void {
     const from = this.#state.limit;
     const limit = Math.min(this.max, Math.max(this.min, to));
     if (limit === from) return;
@@ -450,6 +450,7 @@ export class AdaptiveLimit extends EventEmitter<AdaptiveEvents> implements SyncG
     }
     const answer = this.#store.change({
       kind,
+      reason,
       from,
       to: limit,
       at: now,

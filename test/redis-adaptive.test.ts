@@ -70,7 +70,9 @@ describe('RedisAdaptiveStore', { ...needsRedis, timeout: 60_000 }, () => {
       name: string;
       /** The state before, with the last changes that many ms before the call (Redis's clock). */
       state?: { limit: number; increasedAgo?: number; decreasedAgo?: number; epoch?: number };
-      op: 'sync' | 'increase' | 'decrease';
+      op: 'sync' | 'increase' | 'decrease' | 'shrink';
+      /** Other clients present. */
+      others?: number;
       from?: number;
       to?: number;
       known?: number;
@@ -172,6 +174,25 @@ describe('RedisAdaptiveStore', { ...needsRedis, timeout: 60_000 }, () => {
         expect: { limit: 10, taken: 1, epoch: 1 },
       },
       {
+        name: 'a decrease for a rising latency, alone: taken whole, no cooldown, no epoch',
+        state: { limit: 20, decreasedAgo: 1, epoch: 3 },
+        op: 'shrink',
+        from: 10,
+        to: 9,
+        known: 0,
+        cooldown: 300,
+        expect: { limit: 18, taken: 1, epoch: 3 },
+      },
+      {
+        name: 'a decrease for a rising latency, one of 4 clients: counts for a quarter (the 4th root)',
+        state: { limit: 16 },
+        others: 3,
+        op: 'shrink',
+        from: 16,
+        to: 1,
+        expect: { limit: 8, taken: 1, epoch: 0 },
+      },
+      {
         name: 'a decrease stops at min',
         state: { limit: 2 },
         op: 'decrease',
@@ -201,6 +222,9 @@ describe('RedisAdaptiveStore', { ...needsRedis, timeout: 60_000 }, () => {
             fields.push('decreased', String(now - row.state.decreasedAgo));
           await raw.sendCommand(['HSET', state, ...fields]);
         }
+        for (let i = 0; i < (row.others ?? 0); i++) {
+          await raw.sendCommand(['ZADD', clients, String((await redisNow()) + 10_000), `o${i}`]);
+        }
         const reply = (await redis.run(
           ADAPTIVE_SCRIPT,
           [state, clients],
@@ -219,8 +243,12 @@ describe('RedisAdaptiveStore', { ...needsRedis, timeout: 60_000 }, () => {
             60_000,
           ],
         )) as [string, number, number, number, number];
-        assert.deepEqual({ limit: Number(reply[0]), taken: reply[4], epoch: reply[3] }, row.expect);
-        assert.equal(Number(await raw.sendCommand(['HGET', state, 'limit'])), row.expect.limit);
+        assert.deepEqual(
+          { limit: Math.round(Number(reply[0]) * 1e9) / 1e9, taken: reply[4], epoch: reply[3] },
+          row.expect,
+        );
+        const kept = Number(await raw.sendCommand(['HGET', state, 'limit']));
+        assert.ok(Math.abs(kept - row.expect.limit) < 1e-9, `kept ${kept}`);
         const ttl = Number(await raw.sendCommand(['PTTL', state]));
         assert.ok(ttl > 0 && ttl <= 60_000, `the state expires (${ttl} ms)`);
       });
@@ -231,7 +259,7 @@ describe('RedisAdaptiveStore', { ...needsRedis, timeout: 60_000 }, () => {
       const [state, clients] = keys(name);
       const good = ['decrease', 'c1', 10, 9, 0, 0, 0, 1, 200, 10, 1000, 60_000];
       const bad: [number, unknown, RegExp][] = [
-        [0, 'grow', /op must be/],
+        [0, 'grow', /op must be sync, increase, decrease, shrink or leave/],
         [1, 'a b', /client must be/],
         [2, 0, /from and to must be numbers > 0/],
         [3, 'x', /from and to must be numbers > 0/],
@@ -269,7 +297,9 @@ describe('RedisAdaptiveStore', { ...needsRedis, timeout: 60_000 }, () => {
     // Each proposes what its own gate would: 40 × 0.9, from the 40 it knows.
     const cuts = await Promise.all(
       stores.flatMap((store) =>
-        [1, 2].map(() => store.change({ kind: 'decrease', from: 40, to: 36, at: 0 })),
+        [1, 2].map(() =>
+          store.change({ kind: 'decrease', reason: 'drop', from: 40, to: 36, at: 0 }),
+        ),
       ),
     );
     assert.ok(
@@ -280,7 +310,9 @@ describe('RedisAdaptiveStore', { ...needsRedis, timeout: 60_000 }, () => {
     const raises = await Promise.all(
       stores
         .map(() => 0)
-        .map((_, i) => stores[i]!.change({ kind: 'increase', from: 36, to: 37, at: 0 })),
+        .map((_, i) =>
+          stores[i]!.change({ kind: 'increase', reason: 'growth', from: 36, to: 37, at: 0 }),
+        ),
     );
     // Within the window of the decrease: none is taken; the rule is the same for all.
     assert.ok(raises.every((state) => state.limit === 36));
@@ -338,7 +370,9 @@ describe('RedisAdaptiveStore', { ...needsRedis, timeout: 60_000 }, () => {
     const shares = (await Promise.all(stores.map((store) => store.sync()))).map((s) => s.share!);
     assert.deepEqual(shares.slice().sort(), [2, 2, 3, 3]);
     await Promise.all(
-      stores.map((store) => store.change({ kind: 'decrease', from: 10, to: 2, at: 0 })),
+      stores.map((store) =>
+        store.change({ kind: 'decrease', reason: 'drop', from: 10, to: 2, at: 0 }),
+      ),
     );
     const low = (await Promise.all(stores.map((store) => store.sync()))).map((s) => s.share!);
     assert.deepEqual(low, [1, 1, 1, 1], 'a total of 2 for 4 clients: each keeps min');
@@ -395,11 +429,10 @@ describe('RedisAdaptiveStore', { ...needsRedis, timeout: 60_000 }, () => {
     const http = await startCapacityServer({ capacity: C, latencyMs: LATENCY, queue: 4 });
     t.after(() => http.close());
     const name = fresh();
-    const limits = await Promise.all(
-      [0, 1, 2, 3].map(async () =>
-        adaptive({ initial: 4, max: 100, store: new RedisAdaptiveStore(await connect(), name) }),
-      ),
+    const stores = await Promise.all(
+      [0, 1, 2, 3].map(async () => new RedisAdaptiveStore(await connect(), name)),
     );
+    const limits = stores.map((store) => adaptive({ initial: 4, max: 100, store }));
     const fetches = limits.map((limit) =>
       createFetch({ perOrigin: { concurrency: limit }, retry: 0 }),
     );
@@ -435,5 +468,13 @@ describe('RedisAdaptiveStore', { ...needsRedis, timeout: 60_000 }, () => {
     // much it serves is not asserted: on a loaded machine that measures the machine.)
     const settled = totals.reduce((a, b) => a + b, 0) / totals.length;
     assert.ok(settled >= 0.5 * C && settled <= 1.6 * C, `the shared total: ${totals.join(' ')}`);
+    // Closing a store closes its keys' stores: every client has left the origin's limit.
+    await Promise.all(stores.map((store) => store.close()));
+    const [, clientsKey] = keys(name);
+    const present = await raw.sendCommand([
+      'ZCARD',
+      `${clientsKey}:${encodeURIComponent(http.url)}`,
+    ]);
+    assert.equal(present, 0);
   });
 });

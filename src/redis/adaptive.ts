@@ -10,10 +10,12 @@
  * drops are the server's answer to all of them, so the total, not a client's own part, is what
  * they measure. Each client learns on its own (its windows, its no-load latency) and proposes
  * changes of the total; one Lua script (`scripts/adaptive-2.lua`), on Redis's clock, takes an
- * increase at most once per window (a round trip) and a decrease at most once per cooldown and
- * only from a client that had heard of the last one. N clients that see one burst of 429s cut
- * the total once, and N clients that each see room grow it as one client would: together they
- * converge on the server's capacity, not N times it. (Had each kept its own limit, each would
+ * increase at most once per window (a round trip), a decrease for a drop at most once per
+ * cooldown and only from a client that had heard of the last one, and a decrease for a rising
+ * latency as 1/N of what it proposes (each client judges the one queue from its own few samples:
+ * were any one's judgement enough, the noisiest would set the limit for all). N clients that see
+ * one burst of 429s cut the total once, and N clients that each see room grow it as one client
+ * would: together they converge on the server's capacity, not N times it. (Had each kept its own limit, each would
  * keep its own queue at the server, N times what one keeps; and a total enforced by a shared
  * semaphore whose permits move would cost a round trip to Redis per request, where this costs
  * one per round trip of the server, or per `syncMs`.)
@@ -118,6 +120,8 @@ export class RedisAdaptiveStore implements LimitStore {
   #syncing = false;
   #syncedAt = -Infinity;
   #closed = false;
+  /** The stores of the keys' copies (`fork`): closed with this one. */
+  readonly #forks: RedisAdaptiveStore[] = [];
   /** The error of the latest call that failed, until one succeeds. */
   lastError: unknown = undefined;
 
@@ -163,7 +167,9 @@ export class RedisAdaptiveStore implements LimitStore {
   /** Each key's limit is shared under a name of its own: `<name>` and the key. */
   fork(key: unknown): RedisAdaptiveStore {
     const part = `:${encodeURIComponent(String(key))}`;
-    return new RedisAdaptiveStore(this.#redis, this.name, this.#options, part);
+    const store = new RedisAdaptiveStore(this.#redis, this.name, this.#options, part);
+    this.#forks.push(store);
+    return store;
   }
 
   /** Asks for news if the last call is `syncMs` old, unless one is in flight. */
@@ -190,23 +196,27 @@ export class RedisAdaptiveStore implements LimitStore {
 
   change(change: LimitChange): Promise<LimitState> {
     const roundTrip = Math.max(MIN_WINDOW, change.roundTrip ?? 0);
-    return this.#call(change.kind, change.from, change.to, roundTrip);
+    // A decrease for a rising latency counts for a share of it (see the script).
+    const op = change.kind === 'decrease' && change.reason === 'latency' ? 'shrink' : change.kind;
+    return this.#call(op, change.from, change.to, roundTrip);
   }
 
   /**
    * Leaves: this client's share goes to the others at once, and the store makes no more calls
-   * (its gate admits the share it had). The Redis client stays open: it is the caller's.
+   * (its gate admits the share it had); so do the stores of its keys. The Redis client stays
+   * open: it is the caller's.
    */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    await Promise.all(this.#forks.map((store) => store.close()));
     if (this.#user === undefined || this.#syncedAt === -Infinity) return;
     await this.#call('leave', undefined, undefined, MIN_WINDOW, true);
   }
 
   /** One call of the script; answers with the state after it, or the last known if it failed. */
   async #call(
-    op: 'sync' | 'increase' | 'decrease' | 'leave',
+    op: 'sync' | 'increase' | 'decrease' | 'shrink' | 'leave',
     from = 0,
     to = 0,
     roundTrip = MIN_WINDOW,

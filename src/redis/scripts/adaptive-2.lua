@@ -5,8 +5,14 @@ own (its windows, its latency estimates) and proposes changes of the total; this
 refuses each one on Redis's clock, so that the fleet moves as one client would:
 - an increase at most once per `window` ms, counted from the last change of either kind (a
   round trip must pass to see what the last change did);
-- a decrease at most once per `cooldown` ms, and only from a client that had heard of the last
-  one (its `epoch` is the current one): N clients that see one burst of 429s cut the limit once.
+- a decrease for a drop at most once per `cooldown` ms, and only from a client that had heard of
+  the last one (its `epoch` is the current one): N clients that see one burst of 429s cut the
+  limit once;
+- a decrease for a rising latency ('shrink') counts for 1/N of what it proposes (the N-th root of
+  its factor), N being the clients present: each client judges the same queue from its own few
+  samples, and were any one's judgement enough, the noisiest would set the limit for all; so N
+  clients that all see the queue shrink it as one would, and one of N that alone sees it (its
+  noise) moves it little.
 An increase adds what the proposer added to the limit it knew; a decrease multiplies by what the
 proposer multiplied by: a proposal computed from a limit that has moved since is applied to the
 limit as it is.
@@ -15,10 +21,10 @@ KEYS[1] state    HASH  limit (a number, unrounded), increased and decreased (Red
                        last of each), epoch (decreases taken so far)
 KEYS[2] clients  ZSET  client id -> until (Redis ms) it counts as present without another call
 
-ARGV[1]  op        'sync' | 'increase' | 'decrease' | 'leave'
+ARGV[1]  op        'sync' | 'increase' | 'decrease' | 'shrink' | 'leave'
 ARGV[2]  client    the caller's id, [A-Za-z0-9_-]+
-ARGV[3]  from      increase, decrease: the limit the proposal was computed from (a number > 0)
-ARGV[4]  to        increase, decrease: the limit proposed (a number > 0)
+ARGV[3]  from      increase, decrease, shrink: the limit the proposal was computed from (> 0)
+ARGV[4]  to        increase, decrease, shrink: the limit proposed (a number > 0)
 ARGV[5]  epoch     decrease: the epoch the proposer knew
 ARGV[6]  window    increase: the least time since the last change, in ms (>= 0)
 ARGV[7]  cooldown  decrease: the least time since the last decrease, in ms (>= 0)
@@ -62,13 +68,12 @@ local function is_finite(n)
 end
 
 -- Read and validate everything before the first write: Lua does not roll back.
-if op ~= 'sync' and op ~= 'increase' and op ~= 'decrease' and op ~= 'leave' then
-  return fail('op must be sync, increase, decrease or leave')
-end
+local ops = { sync = true, increase = true, decrease = true, shrink = true, leave = true }
+if not ops[op] then return fail('op must be sync, increase, decrease, shrink or leave') end
 if client == nil or not string.match(client, '^[A-Za-z0-9_-]+$') then
   return fail('client must be [A-Za-z0-9_-]+')
 end
-if op == 'increase' or op == 'decrease' then
+if op == 'increase' or op == 'decrease' or op == 'shrink' then
   if not is_finite(from) or not (from > 0) or not is_finite(to) or not (to > 0) then
     return fail('from and to must be numbers > 0')
   end
@@ -100,6 +105,17 @@ local function since(instant)
   return now - instant
 end
 
+redis.call('ZREMRANGEBYSCORE', clients_key, '-inf', now)
+if op == 'leave' then
+  redis.call('ZREM', clients_key, client)
+else
+  redis.call('ZADD', clients_key, now + math.ceil(presence), client)
+end
+redis.call('PEXPIRE', clients_key, math.ceil(keep))
+
+local members = redis.call('ZRANGE', clients_key, 0, -1)
+local n = #members
+
 local taken = 0
 if op == 'increase' then
   local last = math.min(since(increased), since(decreased))
@@ -112,11 +128,14 @@ elseif op == 'decrease' then
   if known == epoch and since(decreased) >= cooldown and next < limit then
     limit, decreased, epoch, taken = next, now, epoch + 1, 1
   end
+elseif op == 'shrink' then
+  local next = math.max(min, limit * (to / from) ^ (1 / math.max(1, n)))
+  if to < from and next < limit then limit, taken = next, 1 end
 end
 
 -- Doubles written as text keep all their digits (tostring keeps 14).
-local function exact(n)
-  return string.format('%.17g', n)
+local function exact(x)
+  return string.format('%.17g', x)
 end
 
 local fields = { 'limit', exact(limit), 'epoch', epoch }
@@ -131,16 +150,6 @@ end
 redis.call('HSET', state_key, unpack(fields))
 redis.call('PEXPIRE', state_key, math.ceil(keep))
 
-redis.call('ZREMRANGEBYSCORE', clients_key, '-inf', now)
-if op == 'leave' then
-  redis.call('ZREM', clients_key, client)
-else
-  redis.call('ZADD', clients_key, now + math.ceil(presence), client)
-end
-redis.call('PEXPIRE', clients_key, math.ceil(keep))
-
-local members = redis.call('ZRANGE', clients_key, 0, -1)
-local n = #members
 local share = 0
 if op ~= 'leave' then
   table.sort(members)
