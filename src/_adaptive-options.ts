@@ -5,6 +5,7 @@
  */
 import { systemClock, type Clock } from './_clock.ts';
 import { ALGORITHMS, type Algorithm, type ControlSettings } from './_control.ts';
+import type { LimitStore } from './_limit-store.ts';
 import * as v from './_validate.ts';
 
 /** Options for {@link adaptive}. */
@@ -57,6 +58,12 @@ export interface AdaptiveOptions {
    * `(requests − k × accepts) / (requests + 1)`). `true` for the defaults. @default false
    */
   throttle?: boolean | { k?: number; window?: number };
+  /**
+   * Where the limit is kept. A `RedisAdaptiveStore` (`sluice/redis`) shares it with every process
+   * that names the same store: `min`, `max` and `initial` are then the bounds of their total,
+   * and each process admits its part of it. @default this gate's own memory
+   */
+  store?: LimitStore;
   /** The clock that times windows and the throttle: the limiter's, in tests. @default the system clock */
   clock?: Clock;
   /** A source of uniform numbers in [0, 1), for the throttle's draws. @default Math.random */
@@ -71,6 +78,7 @@ export interface Settings extends ControlSettings {
   initial: number;
   baselineWindows: number;
   throttle: { k: number; window: number } | undefined;
+  store: LimitStore | undefined;
   clock: Clock;
   random: () => number;
 }
@@ -148,6 +156,11 @@ export function checkOptions(options: AdaptiveOptions | undefined): Settings {
     };
   }
   if (o.random !== undefined) v.fn('random', o.random);
+  const store = o.store as Partial<LimitStore> | null | undefined;
+  if (store !== undefined && typeof store?.change !== 'function')
+    throw new TypeError(
+      `Expected \`store\` to be a store with a \`change\` method (a RedisAdaptiveStore), got ${v.describe(o.store)}`,
+    );
   return {
     algorithm,
     min,
@@ -162,6 +175,7 @@ export function checkOptions(options: AdaptiveOptions | undefined): Settings {
     tolerance: o.tolerance === undefined ? 1.25 : v.number('tolerance', o.tolerance, 1, true),
     smoothing: o.smoothing === undefined ? 0.2 : fraction('smoothing', o.smoothing, true),
     throttle,
+    store: o.store,
     clock: o.clock ?? systemClock,
     random: o.random ?? Math.random,
   };

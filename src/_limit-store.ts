@@ -6,10 +6,11 @@
  * another client's, or a decrease within the cooldown of one). Everything else — the windows,
  * the latency estimates, the permits — stays with each gate.
  *
- * The in-memory store here takes every proposal. A store in Redis would answer with a promise
- * (the gate adopts the answer when it comes), take an increase at most once per window and a
- * decrease at most once per cooldown whoever proposes them, and tell each gate of the changes
- * made by others; that store is not written yet.
+ * The in-memory store here takes every proposal. A shared store (`RedisAdaptiveStore` in
+ * `redis/adaptive.ts`) answers with a promise (the gate adopts the answer when it comes), takes
+ * an increase at most once per window and a decrease at most once per cooldown whoever proposes
+ * them, and tells its gate of the changes made by others (`attach`). Its `limit` is then the
+ * total of every client sharing it, and `share` this client's part of it: what the gate admits.
  */
 
 /** The shareable state of an adaptive limit. */
@@ -20,21 +21,50 @@ export interface LimitState {
   readonly increasedAt: number;
   /** When it last shrank (-Infinity: never). */
   readonly decreasedAt: number;
+  /**
+   * A shared store: this client's part of `limit` (the total of every client), which the gate
+   * admits; and how many clients share it. Absent: the gate admits `limit`.
+   */
+  readonly share?: number;
+  readonly clients?: number;
 }
 
 /** A change a gate proposes. */
 export interface LimitChange {
   readonly kind: 'increase' | 'decrease';
+  /** Why: a drop, a rising latency, or a window in use with the latency holding. */
+  readonly reason: 'drop' | 'latency' | 'growth';
   /** The limit the proposal was computed from. */
   readonly from: number;
   readonly to: number;
   /** When, on the gate's clock. */
   readonly at: number;
+  /** The gate's latest round trip (the mean latency of its last window), ms, if it had one. */
+  readonly roundTrip?: number;
+}
+
+/** What a shared store is told of the gate that uses it (`LimitStore.attach`). */
+export interface StoreUser {
+  readonly min: number;
+  readonly max: number;
+  readonly initial: number;
+  /** Adopts a state the store learned of without a proposal (another client's change). */
+  update(state: LimitState): void;
 }
 
 /** Keeps an adaptive limit's shareable state; answers each proposal with the state after it. */
 export interface LimitStore {
+  /** Never rejects: a store that cannot answer answers with the last state it knew. */
   change(change: LimitChange): LimitState | PromiseLike<LimitState>;
+  /**
+   * A shared store: called once, by the gate that uses it, before anything else. The gate
+   * admits `min` until the store has told it its share (through `update`).
+   */
+  attach?(user: StoreUser): void;
+  /** The gate is in use (a request, a release): a shared store may ask for news. */
+  touch?(): void;
+  /** The store of the gate's copy for `key` (`AdaptiveLimit.fork`). Absent: one in memory. */
+  fork?(key: unknown): LimitStore;
 }
 
 /** The state of one gate, in its own memory: every proposal is taken. */

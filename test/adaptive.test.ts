@@ -397,7 +397,9 @@ describe('adaptive(): where its state lives', () => {
     const permit = take(gate, 1)[0]!;
     await clock.advance(1);
     permit.release({ ok: false, dropped: true, latencyMs: 1 });
-    assert.deepEqual(store.proposed, [{ kind: 'decrease', from: 10, to: 5, at: 1 }]);
+    assert.deepEqual(store.proposed, [
+      { kind: 'decrease', reason: 'drop', from: 10, to: 5, at: 1 },
+    ]);
     assert.equal(gate.limit, 10, 'not before the store answers');
     store.answer();
     await flush();

@@ -18,12 +18,20 @@
  *
  * A cell of each algorithm also writes its `--report`, from which the in-flight chart (with the
  * limit as it moved) is saved as an SVG in .bench-out/ (the one in docs/ is a copy of one).
+ *
+ * The last rows share one limit through Redis (`RedisAdaptiveStore`, on a redis-server the case
+ * starts on a free port): four clients, each a process of its own running `createFetch` with
+ * `perOrigin.concurrency: adaptive({ algorithm, max: 256, store })` and retries at their default
+ * (as `sluice fetch -c auto` does; this file is that client when run as
+ * `node bench/cases/adaptive.mjs client '<options as JSON>'`). The shared total, read from Redis
+ * every 100 ms, is drawn over C in an SVG in .bench-out/.
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createServer } from 'node:net';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import * as s from '../stats.mjs';
@@ -35,6 +43,7 @@ const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const BIN = join(ROOT, 'dist', 'cli', 'bin.js');
 const SERVER = join(ROOT, 'test', '_helpers', 'capacity-server.ts');
 const OUT = join(ROOT, '.bench-out');
+const SELF = fileURLToPath(import.meta.url);
 
 const LATENCY_MS = 50;
 const QUEUE = 20;
@@ -68,6 +77,10 @@ export function plan() {
       label: `${CLIENTS} × sluice fetch -c auto --algorithm ${algorithm}`,
       params: { algorithm, clients: CLIENTS },
     })),
+    ...ALGORITHMS.map((algorithm) => ({
+      label: `${CLIENTS} × adaptive ${algorithm}, shared through Redis`,
+      params: { algorithm, clients: CLIENTS, shared: true },
+    })),
   ];
 }
 
@@ -77,8 +90,16 @@ export async function measure(params) {
   }
   const dir = mkdtempSync(join(tmpdir(), 'sluice-bench-adaptive-'));
   const server = await startServer();
+  const redis = params.shared ? await startRedis(dir) : undefined;
   try {
+    const name = `bench-${process.pid}`;
     const clients = Array.from({ length: params.clients }, (_, i) => {
+      if (redis !== undefined) {
+        const options = { url: server.url, redis: redis.url, name, algorithm: params.algorithm, i };
+        return spawn(process.execPath, [SELF, 'client', JSON.stringify(options)], {
+          stdio: ['ignore', 'ignore', 'inherit'],
+        });
+      }
       const file = join(dir, `urls-${i}.txt`);
       const lines = Array.from({ length: LINES }, (_, n) => `${server.url}/c${i}/${n}`);
       writeFileSync(file, `${lines.join('\n')}\n`);
@@ -95,6 +116,7 @@ export async function measure(params) {
     });
     // The run is stopped RUN_MS after the server's first request (at most START_MS after the
     // clients were started); the measures cover [0, RUN_MS) of its clock.
+    const totals = redis === undefined ? undefined : redis.watch(name, server.url);
     await delay(START_MS + RUN_MS);
     const stats = await server.stats();
     // Stopped with SIGINT, so a client with --report writes it (what runs is cancelled).
@@ -106,11 +128,148 @@ export async function measure(params) {
       mkdirSync(OUT, { recursive: true });
       writeFileSync(picture, await chartOf(readFileSync(join(dir, 'report.html'), 'utf8')));
     }
+    if (totals !== undefined) {
+      picture = join(OUT, `adaptive-shared-limit-${params.algorithm}.svg`);
+      mkdirSync(OUT, { recursive: true });
+      writeFileSync(picture, sharedChart(await totals.stop(), params.algorithm));
+    }
     return summarize(stats, params, picture);
   } finally {
     await server.close();
+    await redis?.stop();
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/** A redis-server of the case's own, on a free port, saving nothing. */
+async function startRedis(dir) {
+  if (spawnSync('redis-server', ['--version'], { stdio: 'ignore' }).status !== 0) {
+    throw new Error(
+      'redis-server not found: the shared rows need it (apt-get install redis-server)',
+    );
+  }
+  const port = await new Promise((resolve) => {
+    const probe = createServer().listen(0, '127.0.0.1', () => {
+      const { port: free } = probe.address();
+      probe.close(() => resolve(free));
+    });
+  });
+  const child = spawn(
+    'redis-server',
+    [
+      '--port',
+      String(port),
+      '--bind',
+      '127.0.0.1',
+      '--save',
+      '',
+      '--appendonly',
+      'no',
+      '--dir',
+      dir,
+    ],
+    { stdio: 'ignore' },
+  );
+  const url = `redis://127.0.0.1:${port}`;
+  const { createClient } = await import('redis');
+  let client;
+  for (let tries = 0; client === undefined; tries++) {
+    try {
+      client = await createClient({ url, socket: { reconnectStrategy: false } }).connect();
+    } catch (error) {
+      if (tries > 100) throw error;
+      await delay(50);
+    }
+  }
+  return {
+    url,
+    /** Reads the shared total of `origin`'s limit every 100 ms: [ms since the start, total]. */
+    watch(name, origin) {
+      const key = `sluice:{${name}}:adaptive:${encodeURIComponent(origin)}`;
+      const series = [];
+      const started = performance.now();
+      const timer = setInterval(() => {
+        const at = performance.now() - started;
+        void client.hGet(key, 'limit').then((limit) => {
+          if (limit !== null && limit !== undefined) series.push([at, Number(limit)]);
+        });
+      }, 100);
+      return {
+        stop: async () => {
+          clearInterval(timer);
+          return series;
+        },
+      };
+    },
+    stop: async () => {
+      await client.close();
+      child.kill('SIGKILL');
+      await once(child, 'exit');
+    },
+  };
+}
+
+/** One shared client (see the header): fetches without end until killed. */
+async function runClient(options) {
+  const dist = (path) => new URL(`../../dist/${path}`, import.meta.url).href;
+  const { adaptive } = await import(dist('index.js'));
+  const { createFetch } = await import(dist('http/index.js'));
+  const { RedisAdaptiveStore } = await import(dist('redis/index.js'));
+  const { createClient } = await import('redis');
+  const redis = await createClient({ url: options.redis }).connect();
+  const store = new RedisAdaptiveStore(redis, options.name);
+  const limit = adaptive({ algorithm: options.algorithm, max: 256, store });
+  const fetch = createFetch({ perOrigin: { concurrency: limit } });
+  process.on('SIGINT', () => process.exit(0));
+  let n = 0;
+  const worker = async () => {
+    for (;;) {
+      try {
+        const response = await fetch(`${options.url}/c${options.i}/${n++}`);
+        await response.arrayBuffer();
+      } catch {
+        // counted at the server
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: 256 }, worker));
+}
+
+/**
+ * The shared total over time beside C, as an SVG: `series` holds [ms, total]; its first point is
+ * the first client's first request (the key appears then), where the server's clock starts.
+ */
+function sharedChart(raw, algorithm) {
+  const t0 = raw[0]?.[0] ?? 0;
+  const series = raw.map(([at, v]) => [at - t0, v]).filter(([at]) => at <= RUN_MS);
+  const W = 900;
+  const H = 300;
+  const PAD = 40;
+  const top = Math.max(60, ...series.map(([, v]) => v)) * 1.1;
+  const x = (ms) => PAD + ((W - 2 * PAD) * ms) / RUN_MS;
+  const y = (v) => H - PAD - ((H - 2 * PAD) * v) / top;
+  const path = series
+    .map(([at, v], i) => `${i === 0 ? 'M' : 'L'}${x(at).toFixed(1)},${y(v).toFixed(1)}`)
+    .join(' ');
+  const capacity = CAPACITIES.map((c, i) => {
+    const from = i * PHASE_MS;
+    return `M${x(from).toFixed(1)},${y(c).toFixed(1)} L${x(from + PHASE_MS).toFixed(1)},${y(c).toFixed(1)}`;
+  }).join(' ');
+  const ticks = [];
+  for (let v = 0; v <= top; v += 20) {
+    ticks.push(`<text x="${PAD - 6}" y="${y(v) + 4}" text-anchor="end">${v}</text>`);
+  }
+  return [
+    `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`,
+    '<rect width="100%" height="100%" fill="#fff"/>',
+    `<path d="M${PAD},${H - PAD} H${W - PAD}" stroke="#999"/>`,
+    ...ticks,
+    `<path d="${capacity}" stroke="#d62728" stroke-width="2" stroke-dasharray="6 4" fill="none"/>`,
+    `<path d="${path}" stroke="#1f77b4" stroke-width="2" fill="none"/>`,
+    `<text x="${W - PAD}" y="18" text-anchor="end"><tspan fill="#1f77b4">— shared limit (${CLIENTS} clients, ${algorithm})</tspan><tspan dx="14" fill="#d62728">- - server capacity C</tspan></text>`,
+    `<text x="${W / 2}" y="${H - 8}" text-anchor="middle">${RUN_MS / 1000} s (C changes every ${PHASE_MS / 1000} s from the first request)</text>`,
+    '</svg>',
+  ].join('\n');
 }
 
 /** The measures of one run, from the server's counts. */
@@ -202,8 +361,11 @@ export function report(cells) {
       `("never": not within that phase). "× best" is the goodput ` +
       `over that of the best fixed -c, chosen in hindsight` +
       (best === undefined ? '.' : ` (${best.label}).`) +
-      ` The last rows run ${CLIENTS} clients at once, each with its own limit (none shared); ` +
-      `their goodput and refusals are the server's totals, and the last column what each client got.`,
+      ` The "${CLIENTS} ×" rows run ${CLIENTS} clients at once: the first ones each with its own ` +
+      `limit, the last ones sharing one through Redis (\`RedisAdaptiveStore\`; each client a ` +
+      `process running \`createFetch\` with an adaptive \`perOrigin.concurrency\`, as ` +
+      `\`sluice fetch -c auto\` does); their goodput and refusals are the server's totals, and ` +
+      `the last column what each client got.`,
     '',
     s.table(
       [
@@ -302,4 +464,8 @@ async function chartOf(html) {
       `$1<style>${REPORT_CSS}</style><rect width="100%" height="100%" fill="var(--card)"/>`,
     )
     .replace(/<\/svg>$/, `${legend}</svg>`);
+}
+
+if (process.argv[1] === SELF && process.argv[2] === 'client') {
+  await runClient(JSON.parse(process.argv[3]));
 }

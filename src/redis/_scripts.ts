@@ -18,3 +18,5 @@ export const RATE_UNDO = load('rate-undo-2.lua');
 export const RATE_PAUSE = load('rate-pause-1.lua');
 /** Every operation of a `RedisSemaphore` (acquire, try, release, renew). */
 export const SEMAPHORE_SCRIPT: Script = load('semaphore-4.lua');
+/** Takes or refuses a change of a shared adaptive limit, and answers each client's share. */
+export const ADAPTIVE_SCRIPT: Script = load('adaptive-2.lua');

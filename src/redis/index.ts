@@ -3,6 +3,7 @@
  * Cluster, or Valkey), 7.0 or later. Give them a connected node-redis client (`redis`), an
  * ioredis client, or your own `RedisClient`.
  */
+export { RedisAdaptiveStore, type RedisAdaptiveStoreOptions } from './adaptive.ts';
 export { RedisRateLimiter, type RedisRateLimiterOptions } from './rate.ts';
 export {
   RedisSemaphore,
