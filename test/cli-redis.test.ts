@@ -154,6 +154,26 @@ describe('sluice fetch --redis', needsRedis, () => {
       }
     });
 
+    it("-c auto: two processes keep each origin's adaptive limit in Redis, within the shared ceiling", async () => {
+      const server = await countingServer(20);
+      try {
+        const input = urls(server, 'auto', 30);
+        const runs = await fleet(2, () => [
+          ...['-c', 'auto', '--max-concurrency', '6'],
+          ...['--redis', redis.url, '--name', 'auto-shared', input],
+        ]);
+        for (const run of runs) allOk(run, 30);
+        assert.equal(server.arrivals.length, 60);
+        // --max-concurrency is the global ceiling, shared like -c.
+        assert.ok(server.peak <= 6, `peak ${server.peak}`);
+        const key = `sluice:{auto-shared}:adaptive:${encodeURIComponent(server.url)}`;
+        assert.equal(await redis.command(`EXISTS ${key}`), ':1', `${key} in Redis`);
+        assert.ok(Number((await redis.command(`PTTL ${key}`)).slice(1)) > 0, 'with a TTL');
+      } finally {
+        await server.close();
+      }
+    });
+
     it('a shared --rate holds across three processes', async () => {
       const server = await countingServer(0);
       try {
@@ -262,11 +282,7 @@ describe('sluice fetch --redis', needsRedis, () => {
       assert.match(run.stdout, /--name <name> +with --redis, the name shared limits go by/);
     });
 
-    it('-c auto, --name without --redis, and a --name with braces are usage errors', async () => {
-      assert.match(
-        (await oneLine(['-c', 'auto', '--redis', redis.url], 2)).stderr,
-        /-c auto cannot be shared through --redis/,
-      );
+    it('--name without --redis, and a --name with braces are usage errors', async () => {
       assert.match((await oneLine(['--name', 'api'], 2)).stderr, /--name .*use it with --redis/);
       assert.match(
         (await oneLine(['--name', 'a{b}', '--redis', redis.url], 2)).stderr,

@@ -85,6 +85,8 @@ export class FetchCommand implements Command<FetchTask> {
       const template = adaptive({
         algorithm: settings.adaptive.algorithm,
         max: settings.adaptive.max,
+        // With --redis, each origin's limit is the fleet's, kept in Redis.
+        ...(settings.shared === undefined ? {} : { store: settings.shared.adaptiveStore() }),
       });
       this.#initialLimit = template.limit;
       template.on('limit', ({ key, limit }) => {

@@ -302,8 +302,6 @@ function sharedUrl(
       fail('--name names the limits shared through --redis: use it with --redis');
     return undefined;
   }
-  if (o.concurrency === 'auto')
-    fail('-c auto cannot be shared through --redis yet: give -c a number');
   return url;
 }
 
@@ -421,7 +419,7 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
     )
     .option(
       '--redis <url>',
-      'share -c, --rate, --per-host-* and 429/503 pauses with every process on this Redis and --name (redis:// or rediss://; default: $SLUICE_REDIS_URL)',
+      "share -c, --rate, --per-host-*, -c auto's limits and 429/503 pauses with every process on this Redis and --name (redis:// or rediss://; default: $SLUICE_REDIS_URL)",
     )
     .option(
       '--name <name>',

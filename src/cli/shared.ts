@@ -26,7 +26,7 @@ import { later, type Cancel } from '../_clock.ts';
 import { TimeoutError } from '../errors.ts';
 import type { AcquireOptions, Gate, Permit } from '../gate.ts';
 import type { OriginGates } from '../http/index.ts';
-import { RedisRateLimiter, RedisSemaphore } from '../redis/index.ts';
+import { RedisAdaptiveStore, RedisRateLimiter, RedisSemaphore } from '../redis/index.ts';
 import { maskUrl } from './shared-url.ts';
 
 /** What the limits shared through Redis are made from. */
@@ -153,19 +153,23 @@ export interface SharedGates {
   rate: Gate | undefined;
   /** Each origin's gates, made once, when it is first seen. */
   originGates: (origin: string) => OriginGates;
+  /**
+   * `-c auto`: where the adaptive limit lives, made once. Each origin's limit is a fork of it,
+   * shared as `<name>` and the origin (`auto` and the origin without `--name`).
+   */
+  adaptiveStore: () => RedisAdaptiveStore;
   /** Closes every gate made; none is made after. */
   close(): Promise<void>;
 }
 
 /**
  * The CLI's limits as gates shared through `redis`: the one place that decides what is shared
- * under which name (see the file's header). `-c auto` is not among them yet: an adaptive limit
- * shared through Redis would be made here beside the semaphore.
+ * under which name (see the file's header), and, with `-c auto`, where the adaptive limit lives.
  */
 export function sharedGates(settings: SharedSettings, redis: SharedRedis): SharedGates {
-  const made: (RedisSemaphore | RedisRateLimiter)[] = [];
+  const made: (RedisSemaphore | RedisRateLimiter | RedisAdaptiveStore)[] = [];
   let closed = false;
-  const keep = <G extends RedisSemaphore | RedisRateLimiter>(gate: G): G => {
+  const keep = <G extends RedisSemaphore | RedisRateLimiter | RedisAdaptiveStore>(gate: G): G => {
     if (closed) void gate.close();
     made.push(gate);
     return gate;
@@ -179,9 +183,11 @@ export function sharedGates(settings: SharedSettings, redis: SharedRedis): Share
       ? undefined
       : new NamedOnFirstUse(() => keep(new RedisRateLimiter(redis, globalName!, settings.rates)));
   const origins = new Map<string, OriginGates>();
+  let store: RedisAdaptiveStore | undefined;
   return {
     concurrency,
     rate,
+    adaptiveStore: () => (store ??= keep(new RedisAdaptiveStore(redis, settings.name ?? 'auto'))),
     originGates: (origin) => {
       let gates = origins.get(origin);
       if (gates === undefined) {
