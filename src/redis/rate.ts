@@ -46,6 +46,7 @@ import {
 } from '../rate.ts';
 import { redisClient, type RedisClient, type Reply } from './_client.ts';
 import { RATE_PAUSE, RATE_RESERVE, RATE_UNDO } from './_scripts.ts';
+import { checkName } from './semaphore.ts';
 
 /**
  * How far ahead of now a process books, in ms: it books for the next waiter of its line while
@@ -217,13 +218,7 @@ export class RedisRateLimiter implements Gate {
     rates: RateSpec | readonly RateSpec[] | RedisRateLimiterOptions,
   ) {
     this.#client = redisClient('redis', redis);
-    if (typeof name !== 'string') {
-      throw new TypeError(`Expected \`name\` to be a non-empty string, got ${v.describe(name)}`);
-    }
-    if (name === '') {
-      throw new RangeError(`Expected \`name\` to be a non-empty string, got ${v.describe(name)}`);
-    }
-    this.name = name;
+    this.name = checkName(name);
     const { options, parsed } = parseLimiterRate(rates);
     if ((options as { clock?: unknown }).clock !== undefined) {
       throw new TypeError("`clock` does not apply to a shared rate: it runs on Redis's clock");

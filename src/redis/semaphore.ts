@@ -76,7 +76,8 @@ export interface RedisSemaphoreEvents {
   leaseLost: [permit: RedisPermit, error: LeaseLostError];
 }
 
-function checkName(name: unknown): string {
+/** The one check of a shared gate's name (the semaphore's and the shared rate's). */
+export function checkName(name: unknown): string {
   if (typeof name !== 'string') {
     throw new TypeError(`Expected \`name\` to be a string, got ${v.describe(name)}`);
   }
