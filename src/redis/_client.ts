@@ -90,6 +90,7 @@ interface NodeRedisLike {
 
 /** The part of an ioredis (v5–v6) client used here. */
 interface IoRedisLike {
+  options?: { keyPrefix?: string };
   call(command: string, ...args: string[]): Promise<unknown>;
   duplicate(): IoRedisLike;
   ssubscribe(channel: string): Promise<unknown>;
@@ -193,10 +194,13 @@ export function fromIoRedis(client: IoRedisLike): RedisClient {
         args,
       ),
     subscribe(channel, listener, signal) {
+      // ioredis prefixes a script's keys and a shard channel with its `keyPrefix`, so messages
+      // come from the prefixed channel.
+      const prefixed = (client.options?.keyPrefix ?? '') + channel;
       const subscriber = client.duplicate();
       subscriber.on('error', () => undefined);
       subscriber.on('smessage', (from, message) => {
-        if (from === channel) listener(message);
+        if (from === prefixed) listener(message);
       });
       return subscribeOn(
         () => subscriber.ssubscribe(channel),
