@@ -363,11 +363,15 @@ export class Limiter extends EventEmitter<LimiterEvents> implements SyncGate {
     const clock = lifecycle.engine.clock;
     const asked = timeout === Infinity ? 0 : clock.now();
     return own.then(async (permit) => {
-      // The gates have what is left of the timeout.
-      const left = timeout === Infinity ? Infinity : Math.max(0, timeout - (clock.now() - asked));
-      const held = await passGates(lifecycle.gates, { weight, priority, signal, timeout: left }, [
-        permit,
-      ]);
+      // The gates have what is left of the timeout, all of them together.
+      const deadline = timeout === Infinity ? undefined : { clock, at: asked + timeout, timeout };
+      const held = await passGates(
+        lifecycle.gates,
+        { weight, priority, signal },
+        [permit],
+        0,
+        deadline,
+      );
       return new PermitGroup(weight, held);
     });
   }
