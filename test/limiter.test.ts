@@ -1623,3 +1623,33 @@ describe('Limiter.acquire() through the gates it was given', () => {
     assert.equal(second.waiting, 0);
   });
 });
+
+describe('Limiter.pauseFor() and the gates that pause with it', () => {
+  // The limiter and a shared rate take the same durations: a pause that only this process would
+  // keep (Infinity: use pause()) is refused, not half done.
+  it('refuses Infinity as the shared rate does', () => {
+    const limiter = new Limiter({ concurrency: 1 });
+    assert.throws(() => {
+      limiter.pauseFor(Infinity);
+    }, /^RangeError: Expected `ms` to be a number >= 0, got `Infinity` \(number\)$/);
+    assert.equal(limiter.isPaused, false);
+  });
+
+  it("tells a gate's failure to pause with a pauseFailed event; its own pause still holds", async () => {
+    const down = new Error('Redis is down');
+    const sem = new Semaphore(1);
+    // A gate that can pause itself (as a shared rate does), whose pause fails.
+    const gate = {
+      acquire: (options?: object) => sem.acquire(options),
+      pauseFor: () => Promise.reject(down),
+    };
+    const limiter = new Limiter({ rate: [gate] });
+    const failed: unknown[] = [];
+    limiter.on('pauseFailed', (error) => failed.push(error));
+    limiter.pauseFor(1_000);
+    await flush();
+    assert.deepEqual(failed, [down]);
+    assert.equal(limiter.isPaused, true);
+    limiter.resume();
+  });
+});
