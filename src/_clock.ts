@@ -137,16 +137,18 @@ export type Cancel = () => void;
  * Calls `callback` once, about `ms` from now, on Node's own timer (no sub-millisecond precision:
  * for housekeeping, grace periods and timeouts of whole processes). A delay longer than
  * `MAX_TIMER_DELAY` is armed in steps. `unref`: the timer does not keep the process alive.
+ * Counted on the monotonic clock, as Node's timers are: a step of the wall clock (NTP, a resumed
+ * VM) must not postpone a renewal or a deadline (a lease would lapse while its holder runs).
  */
 export function later(ms: number, callback: () => void, unref = false): Cancel {
-  const due = Date.now() + ms;
+  const due = performance.now() + ms;
   let timer: ReturnType<typeof setTimeout> | undefined;
   const arm = (left: number): void => {
     timer = setTimeout(fire, Math.min(Math.max(left, 0), MAX_TIMER_DELAY));
     if (unref) timer.unref();
   };
   const fire = (): void => {
-    const left = due - Date.now();
+    const left = due - performance.now();
     if (left > 0) arm(left);
     else {
       timer = undefined;

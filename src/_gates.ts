@@ -10,7 +10,9 @@
  * timeout, a gate's error), every permit taken so far is given back before the failure is told,
  * and a permit granted after the caller gave up is given back at once.
  */
+import type { Clock } from './_clock.ts';
 import * as v from './_validate.ts';
+import { TimeoutError } from './errors.ts';
 import type { AcquireOptions, Gate, Permit, ReleaseOutcome } from './gate.ts';
 
 /** Whether `value` looks like a gate: an object with an `acquire` method. */
@@ -53,16 +55,25 @@ export function releaseAll(permits: readonly Permit[], outcome?: ReleaseOutcome)
   for (let i = permits.length - 1; i >= 0; i--) permits[i]!.release(outcome);
 }
 
+/** One timeout for a whole acquisition: the caller's `timeout`, ending at `at` on `clock`. */
+export interface Deadline {
+  clock: Clock;
+  at: number;
+  timeout: number;
+}
+
 /**
  * Takes a permit of every gate in `gates` from `from` on, appending them to `held`. Returns
  * `held` when every gate answered at once, else a promise of it. Throws (or rejects) after giving
- * back what it took, `held` included.
+ * back what it took, `held` included. With a `deadline`, each gate waits only for what is left of
+ * it (not the whole timeout each), and a gate's timeout is told as the caller's.
  */
 export function passGates(
   gates: readonly Gate[],
   options: AcquireOptions,
   held: Permit[] = [],
   from = 0,
+  deadline?: Deadline,
 ): Permit[] | Promise<Permit[]> {
   const signal = options.signal;
   for (let i = from; i < gates.length; i++) {
@@ -76,17 +87,28 @@ export function passGates(
       throw error;
     }
     if (permit === undefined) {
-      return gate.acquire(options).then(
+      const left =
+        deadline === undefined
+          ? options.timeout
+          : Math.max(0, Math.ceil(deadline.at - deadline.clock.now()));
+      return gate.acquire(deadline === undefined ? options : { ...options, timeout: left }).then(
         (granted) => {
           held.push(granted);
           if (signal?.aborted === true) {
             releaseAll(held);
             throw signal.reason;
           }
-          return passGates(gates, options, held, i + 1);
+          return passGates(gates, options, held, i + 1, deadline);
         },
         (error: unknown) => {
           releaseAll(held);
+          if (deadline !== undefined && error instanceof TimeoutError && error.timeout === left) {
+            throw new TimeoutError(
+              `acquire timed out after ${deadline.timeout}ms (at gate ${i + 1} of ${gates.length}: ${error.message})`,
+              deadline.timeout,
+              { cause: error },
+            );
+          }
           throw error;
         },
       );

@@ -96,6 +96,11 @@ export interface LimiterEvents {
   dropped: [task: TaskInfo];
   /** Nothing runs, waits or backs off any more. */
   idle: [];
+  /**
+   * A gate given to this limiter could not be paused by `pauseFor()` (a shared rate whose Redis
+   * failed): the other processes sharing it are not held; this one's own pause still holds.
+   */
+  pauseFailed: [error: unknown];
 }
 
 /** A snapshot of a limiter's state and lifetime counters. */
@@ -363,11 +368,15 @@ export class Limiter extends EventEmitter<LimiterEvents> implements SyncGate {
     const clock = lifecycle.engine.clock;
     const asked = timeout === Infinity ? 0 : clock.now();
     return own.then(async (permit) => {
-      // The gates have what is left of the timeout.
-      const left = timeout === Infinity ? Infinity : Math.max(0, timeout - (clock.now() - asked));
-      const held = await passGates(lifecycle.gates, { weight, priority, signal, timeout: left }, [
-        permit,
-      ]);
+      // The gates have what is left of the timeout, all of them together.
+      const deadline = timeout === Infinity ? undefined : { clock, at: asked + timeout, timeout };
+      const held = await passGates(
+        lifecycle.gates,
+        { weight, priority, signal },
+        [permit],
+        0,
+        deadline,
+      );
       return new PermitGroup(weight, held);
     });
   }
@@ -405,14 +414,20 @@ export class Limiter extends EventEmitter<LimiterEvents> implements SyncGate {
     this.lifecycle.syncPacer();
   }
 
+  /** A gate's `pauseFor()` failed (see the `pauseFailed` event). */
+  readonly #pauseFailed = (error: unknown): void => {
+    this.emit('pauseFailed', error);
+  };
+
   /**
    * Starts no task for `ms` milliseconds (what a 429 with Retry-After calls for). A later
    * `pauseFor` that ends sooner does not shorten the pause; `resume()` does not end it. The gates
    * given to this limiter that can pause themselves (`pauseFor(ms)`: a rate shared through Redis)
-   * are paused too.
+   * are paused too; should that fail, a `pauseFailed` event tells it. `ms` is finite, as a shared
+   * rate takes it: to pause until told otherwise, `pause()`.
    */
   pauseFor(ms: number): void {
-    v.number('ms', ms, 0, true);
+    v.number('ms', ms, 0);
     const lifecycle = this.lifecycle;
     this.#pausedUntil = Math.max(this.#pausedUntil, lifecycle.engine.clock.now() + ms);
     if (!this.#paused) lifecycle.pace.pausedUntil = this.#pausedUntil;
@@ -420,10 +435,10 @@ export class Limiter extends EventEmitter<LimiterEvents> implements SyncGate {
     // A gate that can pause (a rate shared with other processes) pauses for everyone sharing it:
     // one process's 429 holds them all.
     // Its promise (a round trip) is not waited for; should it fail, this process's own pause
-    // still holds.
+    // still holds, and the event says the others are not held.
     for (const gate of this.#pausable) {
       const paused = gate.pauseFor(ms);
-      if (v.isThenable(paused)) paused.then(undefined, noop);
+      if (v.isThenable(paused)) paused.then(undefined, this.#pauseFailed);
     }
   }
 
@@ -504,7 +519,3 @@ export class Limiter extends EventEmitter<LimiterEvents> implements SyncGate {
 }
 
 export type { RetryInfo };
-
-function noop(): void {
-  // a shared pause that failed: the local one holds
-}

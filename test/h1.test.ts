@@ -32,6 +32,7 @@ import {
 import { createExchange, type ExchangeFunction, type HttpOptions } from '../src/http/index.ts';
 import { seeded } from './_helpers/random.ts';
 import { readRequests } from './_helpers/raw-server.ts';
+import { stepWallClock } from './_helpers/wall-clock.ts';
 import { within } from './_helpers/within.ts';
 
 // ---------------------------------------------------------------------------------------------
@@ -842,6 +843,24 @@ describe('_h1: keep-alive', { timeout: 10_000 }, () => {
     }
     assert.equal(server.connections, 1);
     assert.equal(server.open, 1);
+  });
+
+  // An idle connection's keep-alive is an interval: a step of the wall clock must not end it
+  // (nor stretch it past what the server keeps).
+  it('reuses an idle connection after the wall clock steps forward a day', async (t) => {
+    const h = new Harness(t);
+    const server = await h.http((_req, res, n) => {
+      res.end(`response ${n}`);
+    });
+    const wire = h.wire();
+    assertDelivered(await send(wire, server.url('/1')), 200, 'response 1');
+    const restore = stepWallClock(86_400_000);
+    try {
+      assertDelivered(await send(wire, server.url('/2')), 200, 'response 2');
+    } finally {
+      restore();
+    }
+    assert.equal(server.connections, 1);
   });
 
   // Close among other connection options, in any case, as well as alone.

@@ -19,6 +19,7 @@ import {
   Limiter,
   QueueFullError,
   RetryError,
+  Semaphore,
   TimeoutError,
   type RetryInfo,
   type TaskContext,
@@ -1578,5 +1579,77 @@ process.on('exit', () => console.log('exited after ' + Math.round(performance.no
     assert.equal(lines[0], 'results 1,2,3');
     const ms = Number(/^exited after (\d+)ms$/.exec(lines[1] ?? '')?.[1]);
     assert.ok(ms < 2000, `the process lingered ${lines[1]}`);
+  });
+});
+
+describe('Limiter.acquire() through the gates it was given', () => {
+  // One timeout for the whole acquisition: the time spent at the first gate is taken off the
+  // second's wait, and the error states the timeout the caller gave.
+  it('times out once, at the timeout given, however many gates it waits at', async () => {
+    const clock = new ManualClock(5_000);
+    const t0 = clock.now();
+    const first = new Semaphore(1, { clock });
+    const second = new Semaphore(1, { clock });
+    const heldFirst = first.tryAcquire()!;
+    second.tryAcquire(); // held for good
+    const limiter = new Limiter({ concurrency: first, rate: [second], clock });
+    const acquiring = limiter.acquire({ timeout: 1_000 });
+    acquiring.catch(() => undefined);
+    const table: [at: number, act: () => void, expected: string][] = [
+      [
+        900,
+        () => {
+          heldFirst.release(); // through the first gate, with 100 ms left
+        },
+        'pending',
+      ],
+      [999, () => undefined, 'pending'],
+      [1_000, () => undefined, 'rejected'],
+    ];
+    for (const [at, act, expected] of table) {
+      await clock.advanceTo(t0 + at);
+      act();
+      await flush();
+      assert.equal(await state(acquiring), expected, `at ${at}`);
+    }
+    await assert.rejects(
+      acquiring,
+      (error: unknown) =>
+        error instanceof TimeoutError &&
+        error.timeout === 1_000 &&
+        /^acquire timed out after 1000ms \(/.test(error.message),
+    );
+    assert.equal(first.held, 0, 'the first permit given back');
+    assert.equal(second.waiting, 0);
+  });
+});
+
+describe('Limiter.pauseFor() and the gates that pause with it', () => {
+  // The limiter and a shared rate take the same durations: a pause that only this process would
+  // keep (Infinity: use pause()) is refused, not half done.
+  it('refuses Infinity as the shared rate does', () => {
+    const limiter = new Limiter({ concurrency: 1 });
+    assert.throws(() => {
+      limiter.pauseFor(Infinity);
+    }, /^RangeError: Expected `ms` to be a number >= 0, got `Infinity` \(number\)$/);
+    assert.equal(limiter.isPaused, false);
+  });
+
+  it("tells a gate's failure to pause with a pauseFailed event; its own pause still holds", async () => {
+    const down = new Error('Redis is down');
+    const sem = new Semaphore(1);
+    // A gate that can pause itself (as a shared rate does), whose pause fails.
+    const gate = {
+      acquire: (options?: object) => sem.acquire(options),
+      pauseFor: () => Promise.reject(down),
+    };
+    const limiter = new Limiter({ rate: [gate] });
+    const failed: unknown[] = [];
+    limiter.on('pauseFailed', (error) => failed.push(error));
+    limiter.pauseFor(1_000);
+    await flush();
+    assert.deepEqual(failed, [down]);
+    assert.equal(limiter.isPaused, true);
+    limiter.resume();
   });
 });

@@ -356,3 +356,49 @@ describe('Redis over TLS', needsRedis, () => {
     );
   }
 });
+
+describe('ioredis with a keyPrefix', needsRedis, () => {
+  let server: RedisServer;
+  before(async () => {
+    server = await RedisServer.start();
+  });
+  after(async () => {
+    await server.stop();
+  });
+
+  // ioredis prefixes the keys of a script, so the script announces on the prefixed channel: the
+  // adapter must listen there, or every hand-off waits for the timed check.
+  it(
+    'hands a permit over on the announcement, not the timed check',
+    { timeout: 15_000 },
+    async () => {
+      const connect = (): Redis => {
+        const raw = new Redis(server.url, { keyPrefix: 'app:' });
+        raw.on('error', () => undefined);
+        return raw;
+      };
+      const [one, two] = [connect(), connect()];
+      const a = new RedisSemaphore(one, 'prefixed', { permits: 1 });
+      // It checks on its timer every 40 s (a third of its lease): only the announcement can
+      // wake it within the test.
+      const b = new RedisSemaphore(two, 'prefixed', {
+        permits: 1,
+        pollMs: 60_000,
+        leaseMs: 120_000,
+      });
+      try {
+        for (let round = 0; round < 3; round++) {
+          const first = await a.acquire();
+          const waiting = b.acquire();
+          await sleep(50);
+          first.release();
+          await (await waiting)[Symbol.asyncDispose]();
+        }
+      } finally {
+        await Promise.all([a.close(), b.close()]);
+        one.disconnect();
+        two.disconnect();
+      }
+    },
+  );
+});

@@ -443,11 +443,22 @@ describe('RedisRateLimiter', needsRedis, () => {
       );
       assert.throws(
         () => new RedisRateLimiter(client, 42 as unknown as string, '1/s'),
-        /^TypeError: Expected `name` to be a non-empty string, got `42` \(number\)$/,
+        /^TypeError: Expected `name` to be a string, got `42` \(number\)$/,
       );
+      // The name is the keys' hash tag, as the semaphore's: braces would scatter them over a
+      // Cluster's slots (CROSSSLOT on every booking).
+      for (const name of ['', '}x', 'a{b}', '{']) {
+        assert.throws(
+          () => new RedisRateLimiter(client, name, '1/s'),
+          (error: unknown) =>
+            error instanceof RangeError &&
+            error.message ===
+              `Expected \`name\` to be a non-empty string without braces, got \`${JSON.stringify(name)}\` (string)`,
+        );
+      }
       assert.throws(
-        () => new RedisRateLimiter(client, '', '1/s'),
-        /^RangeError: Expected `name` to be a non-empty string, got `""` \(string\)$/,
+        () => new RedisRateLimiter(client, 'n', { rate: '1/s', commandTimeoutMs: 0 }),
+        /^RangeError: Expected `commandTimeoutMs` to be an integer >= 1, got `0` \(number\)$/,
       );
       assert.throws(
         () =>
@@ -501,6 +512,56 @@ describe('RedisRateLimiter', needsRedis, () => {
     }
     assertOnTime(await starts(limiter, [1, 1]), [0, 20]);
     await limiter.close();
+  });
+
+  it('fails the calls a silent Redis does not answer within commandTimeoutMs, and books again once it answers', async () => {
+    const own = await RedisServer.start();
+    try {
+      const client = await connect(own);
+      const limiter = new RedisRateLimiter(client, fresh(), {
+        rate: '50/s',
+        commandTimeoutMs: 300,
+      });
+      assert.equal(limiter.commandTimeoutMs, 300);
+      await limiter.wait(); // connected, the script loaded
+      own.pause(); // the connection stays open; nothing answers
+      try {
+        const silent = (error: unknown) =>
+          error instanceof TimeoutError &&
+          error.timeout === 300 &&
+          /^Redis did not answer within 300ms \(.+ of RedisRateLimiter "test-\d+-\d+"\)$/.test(
+            error.message,
+          );
+        const outcomes = await within(
+          5000,
+          Promise.all([
+            // The pause first: it drops the slots booked ahead, so each call must ask Redis.
+            limiter.pauseFor(1000).then(
+              () => assert.fail('a pause answered'),
+              (error: unknown) => error,
+            ),
+            limiter.tryAcquireAsync().then(
+              () => assert.fail('a try answered'),
+              (error: unknown) => error,
+            ),
+            limiter.wait().then(
+              () => assert.fail('a wait started'),
+              (error: unknown) => error,
+            ),
+          ]),
+          'every call failing on a silent Redis',
+        );
+        for (const outcome of outcomes) assert.ok(silent(outcome), String(outcome));
+        assert.equal(limiter.waiting, 0);
+      } finally {
+        own.resume();
+      }
+      // The line is not blocked by what timed out: waits book again.
+      await within(5000, limiter.wait(), 'a wait once Redis answers');
+      await limiter.close();
+    } finally {
+      await own.stop();
+    }
   });
 
   it('recovers from a Redis restart: every wait settles, with a clear error or a start, and the rate holds after', async () => {

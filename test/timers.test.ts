@@ -9,10 +9,12 @@ import { createServer } from 'node:http';
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Limiter, RateLimiter, retry, Semaphore, TimeoutError, type Clock } from '../src/index.ts';
 import { createFetch } from '../src/http/index.ts';
 import { every, later, MAX_TIMER_DELAY, systemClock, Timer } from '../src/_clock.ts';
 import { ManualClock, state } from './_helpers/clock.ts';
+import { stepWallClock } from './_helpers/wall-clock.ts';
 
 const DAY = 86_400_000;
 /** Past the longest timer Node can arm. */
@@ -190,5 +192,44 @@ describe('waits longer than a timer can be armed for', () => {
       process.off('warning', onWarning);
     }
     assert.deepEqual(warnings, []);
+  });
+});
+
+describe('housekeeping timers against a wall clock that steps', () => {
+  // later() and every() time the renewals and deadlines of shared gates: a day's step of the wall
+  // clock must move none of them. Real timers (the subject), with room for a loaded machine.
+  for (const step of [-DAY, DAY]) {
+    it(`later() fires on time when the wall clock steps ${step < 0 ? 'back' : 'forward'} a day`, async () => {
+      const armedAt = performance.now();
+      let restore: (() => void) | undefined;
+      let cancel: (() => void) | undefined;
+      try {
+        const fired = new Promise<number>((resolve) => {
+          cancel = later(50, () => {
+            resolve(performance.now());
+          });
+          restore = stepWallClock(step);
+        });
+        const firedAt = await Promise.race([fired, sleep(5_000).then(() => Infinity)]);
+        assert.ok(firedAt - armedAt >= 49, `fired after ${firedAt - armedAt}ms`);
+        assert.ok(firedAt !== Infinity, 'fired within 5 s, not a day late');
+      } finally {
+        restore?.();
+        cancel?.();
+      }
+    });
+  }
+
+  it('every() keeps its period when the wall clock steps back a day', async () => {
+    let ticks = 0;
+    const cancel = every(20, () => ticks++);
+    const restore = stepWallClock(-DAY);
+    try {
+      await sleep(1_000);
+      assert.ok(ticks >= 3, `${ticks} ticks`);
+    } finally {
+      restore();
+      cancel();
+    }
   });
 });

@@ -206,7 +206,7 @@ export class Pool {
 
   /** Writes `request` on an idle connection or a new one; `handler` hears what comes back. */
   dispatch(request: WireRequest, handler: WireHandler): void {
-    const now = this.idle.length === 0 ? 0 : Date.now();
+    const now = this.idle.length === 0 ? 0 : performance.now();
     let connection: Connection | undefined;
     while ((connection = this.idle.pop()) !== undefined) {
       if (connection.expires > now) break;
@@ -250,7 +250,7 @@ export class Pool {
   /** Closes the connections idle past their time; checks again while some are idle. */
   readonly #clean = (): void => {
     this.#sweep = undefined;
-    const now = Date.now();
+    const now = performance.now();
     for (const connection of this.idle.filter((c) => c.expires <= now)) connection.destroy();
     if (this.idle.length > 0) this.#sweep = later(IDLE_MS, this.#clean, true);
   };
@@ -312,7 +312,7 @@ class Connection {
   /** The current request's control (undefined when idle). */
   ticket: Ticket | undefined = undefined;
   request: WireRequest | undefined = undefined;
-  /** When an idle connection must not be used any more (ms since the epoch). */
+  /** When an idle connection must not be used any more (`performance.now()`, not the wall clock). */
   expires = 0;
   /** Whether a request was carried before the current one. */
   #reused = false;
@@ -675,7 +675,7 @@ class Connection {
     if (reusable && !this.socket.destroyed && !this.pool.wire.closed) {
       this.#reused = true;
       this.socket.unref();
-      this.pool.release(this, Date.now() + this.#keepAliveMs);
+      this.pool.release(this, performance.now() + this.#keepAliveMs);
     } else {
       this.destroy();
     }

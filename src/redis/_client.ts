@@ -111,6 +111,7 @@ interface NodeRedisClusterLike extends NodeRedisCommon {
 interface IoRedisLike {
   /** `true` on a `Cluster`. */
   isCluster?: boolean;
+  options?: { keyPrefix?: string };
   call(command: string, ...args: string[]): Promise<unknown>;
   /** On a `Cluster`: `duplicate(startupNodes, options)`. */
   duplicate(...args: unknown[]): IoRedisLike;
@@ -238,13 +239,16 @@ export function fromIoRedis(client: IoRedisLike): RedisClient {
         args,
       ),
     subscribe(channel, listener, signal) {
+      // ioredis prefixes a script's keys and a shard channel with its `keyPrefix`, so messages
+      // come from the prefixed channel.
+      const prefixed = (client.options?.keyPrefix ?? '') + channel;
       const subscriber =
         client.isCluster === true
           ? client.duplicate([], { shardedSubscribers: true })
           : client.duplicate();
       subscriber.on('error', () => undefined);
       subscriber.on('smessage', (from, message) => {
-        if (from === channel) listener(message);
+        if (from === prefixed) listener(message);
       });
       return subscribeOn(
         () => subscriber.ssubscribe(channel),

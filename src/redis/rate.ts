@@ -25,8 +25,9 @@
  * - bookings in flight plus slots held cover the line from its front, in order; a leftover slot
  *   is given back if nothing was booked after it, else kept for the next waiter of its weight
  *   until it is due;
- * - every round trip settles into the state (a failed booking fails the first waiter without a
- *   slot, with the error), so no waiter waits on a reply that will never be handled.
+ * - every round trip settles into the state within `commandTimeoutMs` (a failed or unanswered
+ *   booking fails the first waiter without a slot, with the error), so no waiter waits on a
+ *   reply that will never be handled.
  */
 import { randomBytes } from 'node:crypto';
 import { parseRequest, request, tooHeavy } from '../_acquire.ts';
@@ -44,8 +45,10 @@ import {
   type RateOptions,
   type WaitOptions,
 } from '../rate.ts';
-import { redisClient, type RedisClient, type Reply } from './_client.ts';
+import { redisClient, type RedisClient, type Reply, type Script } from './_client.ts';
 import { RATE_PAUSE, RATE_RESERVE, RATE_UNDO } from './_scripts.ts';
+import { checkName } from './semaphore.ts';
+import { answerWithin } from './_timeout.ts';
 
 /**
  * How far ahead of now a process books, in ms: it books for the next waiter of its line while
@@ -74,6 +77,12 @@ const CLOSE_WAIT = 1000;
 /** Options for {@link RedisRateLimiter}: the rate part of the in-memory `RateLimiter`'s. */
 export interface RedisRateLimiterOptions extends RateOptions {
   rate: RateSpec | readonly RateSpec[];
+  /**
+   * How long to wait for Redis to answer one call, in ms, before failing the waits it was for
+   * with a `TimeoutError` (a silent Redis behind an open connection fails no call by itself).
+   * @default 2_000
+   */
+  commandTimeoutMs?: number;
 }
 
 /** A start booked in Redis for this process and not made yet. */
@@ -146,6 +155,7 @@ class Slots implements Pacer {
 
 /** A run-time error of the shared rate: what it could not do, and Redis's error as the cause. */
 function redisError(name: string, what: string, cause: unknown): SluiceError {
+  if (cause instanceof TimeoutError) return cause; // Redis said nothing: it names the call
   const message = cause instanceof Error ? cause.message : String(cause);
   return new SluiceError(
     `RedisRateLimiter "${name}" could not ${what}: ${message}`,
@@ -188,6 +198,8 @@ function reservation(reply: Reply): { booked: boolean; delay: number } {
 export class RedisRateLimiter implements Gate {
   /** The name every process sharing this rate gives it. */
   readonly name: string;
+  /** How long a call to Redis may go unanswered before it fails, in ms. */
+  readonly commandTimeoutMs: number;
   readonly #client: RedisClient;
   /** `state`, `log`, `paused`: see `scripts/rate-reserve-3.lua`. */
   readonly #keys: readonly [string, string, string];
@@ -217,17 +229,14 @@ export class RedisRateLimiter implements Gate {
     rates: RateSpec | readonly RateSpec[] | RedisRateLimiterOptions,
   ) {
     this.#client = redisClient('redis', redis);
-    if (typeof name !== 'string') {
-      throw new TypeError(`Expected \`name\` to be a non-empty string, got ${v.describe(name)}`);
-    }
-    if (name === '') {
-      throw new RangeError(`Expected \`name\` to be a non-empty string, got ${v.describe(name)}`);
-    }
-    this.name = name;
+    this.name = checkName(name);
     const { options, parsed } = parseLimiterRate(rates);
     if ((options as { clock?: unknown }).clock !== undefined) {
       throw new TypeError("`clock` does not apply to a shared rate: it runs on Redis's clock");
     }
+    const { commandTimeoutMs } = options;
+    this.commandTimeoutMs =
+      commandTimeoutMs === undefined ? 2_000 : v.integer('commandTimeoutMs', commandTimeoutMs, 1);
     this.#parsed = parsed;
     this.#keys = [`sluice:{${name}}:rate`, `sluice:{${name}}:rate-log`, `sluice:{${name}}:paused`];
     this.#windows = [
@@ -305,11 +314,11 @@ export class RedisRateLimiter implements Gate {
     if (this.#engine.closed) return;
     this.#pausing++;
     // Sent before any booking made after this call: one connection answers in order.
-    const paused = this.#client.run(RATE_PAUSE, [this.#keys[2]], [ms]);
+    const paused = this.#run('pause', RATE_PAUSE, [this.#keys[2]], [ms]);
     this.#slots.prune(this.#engine.clock.now(), this.#engine.clock.now() + ms);
     this.#engine.kick();
     try {
-      await this.#track(paused);
+      await paused;
     } catch (error) {
       throw redisError(this.name, 'pause', error);
     } finally {
@@ -397,9 +406,12 @@ export class RedisRateLimiter implements Gate {
     const id = this.#id();
     let booked: boolean;
     try {
-      const reply = await this.#track(
-        this.#client.run(RATE_RESERVE, this.#keys, [id, weight, 0, ...this.#windows]),
-      );
+      const reply = await this.#run('try', RATE_RESERVE, this.#keys, [
+        id,
+        weight,
+        0,
+        ...this.#windows,
+      ]);
       booked = reservation(reply).booked;
     } catch (error) {
       throw redisError(this.name, 'book a start', error);
@@ -413,6 +425,22 @@ export class RedisRateLimiter implements Gate {
 
   #id(): string {
     return `${this.#idPrefix}.${(this.#nextId++).toString(36)}`;
+  }
+
+  /**
+   * One script call, kept for `close()`, failed with a `TimeoutError` if Redis does not answer
+   * within `commandTimeoutMs`: a booking that answers later is counted in Redis and never used
+   * (safe: the limit only loses a start), and the line goes on.
+   */
+  #run(
+    op: string,
+    script: Script,
+    keys: readonly string[],
+    args: readonly (string | number)[],
+  ): Promise<Reply> {
+    const call = this.#client.run(script, keys, args);
+    const what = `${op} of RedisRateLimiter "${this.name}"`;
+    return this.#track(answerWithin(call, this.commandTimeoutMs, what));
   }
 
   #track<T>(promise: Promise<T>): Promise<T> {
@@ -541,8 +569,8 @@ export class RedisRateLimiter implements Gate {
   #book(weight: number): void {
     const id = this.#id();
     this.#countInFlight(weight, 1);
-    const reply = this.#client.run(RATE_RESERVE, this.#keys, [id, weight, -1, ...this.#windows]);
-    void this.#track(reply).then(
+    const reply = this.#run('book', RATE_RESERVE, this.#keys, [id, weight, -1, ...this.#windows]);
+    void reply.then(
       (answer) => {
         this.#countInFlight(weight, -1);
         let booked: { booked: boolean; delay: number };
@@ -583,7 +611,7 @@ export class RedisRateLimiter implements Gate {
   #giveBack(slot: Slot): void {
     const [state, log] = this.#keys;
     const args = [slot.id, slot.weight, ...this.#windows.filter((_, i) => i !== 1)];
-    void this.#track(this.#client.run(RATE_UNDO, [state, log], args)).then(
+    void this.#run('undo', RATE_UNDO, [state, log], args).then(
       (undone) => {
         if (undone !== 1) {
           this.#slots.add({ ...slot, spare: true });

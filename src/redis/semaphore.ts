@@ -48,6 +48,7 @@ import {
   type RedisPermit,
 } from './_requests.ts';
 import { SEMAPHORE_SCRIPT } from './_scripts.ts';
+import { answerWithin } from './_timeout.ts';
 
 export type { RedisPermit } from './_requests.ts';
 
@@ -84,7 +85,8 @@ export interface RedisSemaphoreEvents {
   leaseLost: [permit: RedisPermit, error: LeaseLostError];
 }
 
-function checkName(name: unknown): string {
+/** The one check of a shared gate's name (the semaphore's and the shared rate's). */
+export function checkName(name: unknown): string {
   if (typeof name !== 'string') {
     throw new TypeError(`Expected \`name\` to be a string, got ${v.describe(name)}`);
   }
@@ -380,40 +382,19 @@ export class RedisSemaphore extends EventEmitter<RedisSemaphoreEvents> implement
     }
     const sentAt = now();
     const seq = ++this.#calls;
-    return new Promise<void>((resolve) => {
-      let failed = false;
-      const stopTimer = later(
-        this.commandTimeoutMs,
-        () => {
-          failed = true;
-          this.#failed(
-            op,
-            items,
-            seq,
-            new TimeoutError(
-              `Redis did not answer within ${this.commandTimeoutMs}ms (${op} of RedisSemaphore ${this.name})`,
-              this.commandTimeoutMs,
-            ),
-          );
-          resolve();
-        },
-        true,
-      );
-      this.#redis.run(SEMAPHORE_SCRIPT, this.#keys, args).then(
-        (reply) => {
-          stopTimer();
-          // A late answer still counts: what it granted is taken (or given back), and what it
-          // says of the line and the leases is still true of the moment it was sent.
-          this.#answered(op, items, reply, sentAt, seq, keepsAlive);
-          resolve();
-        },
-        (error: unknown) => {
-          stopTimer();
-          if (!failed) this.#failed(op, items, seq, error);
-          resolve();
-        },
-      );
-    });
+    const answered = (reply: Reply): void => {
+      // A late answer still counts: what it granted is taken (or given back), and what it
+      // says of the line and the leases is still true of the moment it was sent.
+      this.#answered(op, items, reply, sentAt, seq, keepsAlive);
+    };
+    const call = this.#redis.run(SEMAPHORE_SCRIPT, this.#keys, args);
+    const what = `${op} of RedisSemaphore ${this.name}`;
+    return answerWithin(call, this.commandTimeoutMs, what, answered).then(
+      answered,
+      (error: unknown) => {
+        this.#failed(op, items, seq, error);
+      },
+    );
   }
 
   // --- Answers --------------------------------------------------------------------------------
