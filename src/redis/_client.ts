@@ -275,3 +275,18 @@ export function redisClient(name: string, client: unknown): RedisClient {
     `Expected \`${name}\` to be a connected Redis client (node-redis's createClient() or ioredis), got ${v.describe(client)}`,
   );
 }
+
+/** The one check of a shared limit's name (a semaphore's, a shared rate's, an adaptive store's). */
+export function checkName(name: unknown): string {
+  if (typeof name !== 'string') {
+    throw new TypeError(`Expected \`name\` to be a string, got ${v.describe(name)}`);
+  }
+  // The name is the keys' hash tag: empty, the tag would vanish and the keys would scatter over
+  // a Cluster's slots; braces would end it early.
+  if (name === '' || /[{}]/.test(name)) {
+    throw new RangeError(
+      `Expected \`name\` to be a non-empty string without braces, got ${v.describe(name)}`,
+    );
+  }
+  return name;
+}

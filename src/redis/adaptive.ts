@@ -34,7 +34,7 @@ import { randomBytes } from 'node:crypto';
 import { systemClock } from '../_clock.ts';
 import type { LimitChange, LimitState, LimitStore, StoreUser } from '../_limit-store.ts';
 import * as v from '../_validate.ts';
-import { redisClient, type RedisClient, type Reply } from './_client.ts';
+import { checkName, redisClient, type RedisClient, type Reply } from './_client.ts';
 import { ADAPTIVE_SCRIPT } from './_scripts.ts';
 
 /** Options for {@link RedisAdaptiveStore}. */
@@ -60,19 +60,6 @@ export interface RedisAdaptiveStoreOptions {
 const MIN_WINDOW = 20;
 /** How long the state outlives the last call, ms: clients back within it resume the limit. */
 const KEEP_MS = 10 * 60_000;
-
-function checkName(name: unknown): string {
-  if (typeof name !== 'string') {
-    throw new TypeError(`Expected \`name\` to be a string, got ${v.describe(name)}`);
-  }
-  // The name is the keys' hash tag: braces would end it early.
-  if (name === '' || /[{}]/.test(name)) {
-    throw new RangeError(
-      `Expected \`name\` to be a non-empty string without braces, got ${v.describe(name)}`,
-    );
-  }
-  return name;
-}
 
 function optional(name: string, value: number | undefined, min: number): number | undefined {
   return value === undefined ? undefined : v.number(name, value, min);

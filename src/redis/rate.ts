@@ -45,9 +45,8 @@ import {
   type RateOptions,
   type WaitOptions,
 } from '../rate.ts';
-import { redisClient, type RedisClient, type Reply, type Script } from './_client.ts';
+import { checkName, redisClient, type RedisClient, type Reply, type Script } from './_client.ts';
 import { RATE_PAUSE, RATE_RESERVE, RATE_UNDO } from './_scripts.ts';
-import { checkName } from './semaphore.ts';
 import { answerWithin } from './_timeout.ts';
 
 /**

@@ -36,7 +36,13 @@ import { onAbort } from '../_signals.ts';
 import * as v from '../_validate.ts';
 import { ClosedError, LeaseLostError, TimeoutError } from '../errors.ts';
 import type { AcquireOptions, Gate } from '../gate.ts';
-import { redisClient, type RedisClient, type Reply, type Subscription } from './_client.ts';
+import {
+  checkName,
+  redisClient,
+  type RedisClient,
+  type Reply,
+  type Subscription,
+} from './_client.ts';
 import {
   Alarm,
   BATCH,
@@ -83,21 +89,6 @@ export interface RedisSemaphoreOptions {
 export interface RedisSemaphoreEvents {
   /** A lease was lost before release: its permit's `signal` has aborted with `error`. */
   leaseLost: [permit: RedisPermit, error: LeaseLostError];
-}
-
-/** The one check of a shared gate's name (the semaphore's and the shared rate's). */
-export function checkName(name: unknown): string {
-  if (typeof name !== 'string') {
-    throw new TypeError(`Expected \`name\` to be a string, got ${v.describe(name)}`);
-  }
-  // The name is the keys' hash tag: empty, the tag would vanish and the keys would scatter over
-  // a Cluster's slots; braces would end it early.
-  if (name === '' || /[{}]/.test(name)) {
-    throw new RangeError(
-      `Expected \`name\` to be a non-empty string without braces, got ${v.describe(name)}`,
-    );
-  }
-  return name;
 }
 
 /**
