@@ -1,7 +1,7 @@
 /**
  * `adaptive()` end to end, in real time, against a real HTTP server on 127.0.0.1 with a hidden
  * capacity (test/_helpers/capacity-server.ts): it serves C at a time in 20 ms, keeps a line of 4
- * more, and answers 429 beyond; C halves after 1.2 s and doubles back after 2.4 s. Through
+ * more, and answers 429 beyond; C halves after 2 s and doubles back after 4 s. Through
  * `createFetch({ perOrigin: { concurrency: adaptive() } })`, and through `sluice fetch -c auto`.
  *
  * Real time on a shared machine: the bounds are generous (the benchmark measures the real
@@ -18,9 +18,13 @@ import { startCapacityServer, type CapacityStats } from './_helpers/capacity-ser
 import { cli, tempDir } from './cli-helpers.ts';
 
 const LATENCY = 20;
+/** When C halves, when it doubles back, and when the run ends (ms from the start). */
+const HALVE = 2000;
+const DOUBLE = 4000;
+const END = 6000;
 const PLAN = [
-  { afterMs: 1200, capacity: 4 },
-  { afterMs: 2400, capacity: 8 },
+  { afterMs: HALVE, capacity: 4 },
+  { afterMs: DOUBLE, capacity: 8 },
 ];
 
 /** Requests served per second over [from, to) ms, from the server's timeline. */
@@ -54,14 +58,14 @@ describe('adaptive() against a real server of hidden capacity', { timeout: 30_00
       }
     };
     const workers = Array.from({ length: 40 }, worker);
-    await new Promise((resolve) => setTimeout(resolve, 3600));
+    await new Promise((resolve) => setTimeout(resolve, END));
     stopped = true;
     await Promise.all(workers);
     const stats = server.stats();
     const at = (ms: number) => started + ms;
-    const before = changes.filter((c) => c.at < at(1200)).at(-1)?.limit ?? 2;
+    const before = changes.filter((c) => c.at < at(HALVE)).at(-1)?.limit ?? 2;
     const low = Math.min(
-      ...changes.filter((c) => c.at >= at(1200) && c.at < at(2400)).map((c) => c.limit),
+      ...changes.filter((c) => c.at >= at(HALVE) && c.at < at(DOUBLE)).map((c) => c.limit),
     );
     const end = changes.at(-1)!.limit;
     assert.ok(low < before, `the limit came down after the halving: ${before} → ${low}`);
@@ -70,14 +74,21 @@ describe('adaptive() against a real server of hidden capacity', { timeout: 30_00
       changes.every((c) => c.key === server.url),
       'the changes are the origin’s',
     );
-    // Busy: at least 60% of what each capacity serves (C / 20 ms) in the settled part of a phase.
+    // Busy: at least 40% of what each capacity serves (C / 20 ms) in the second half of each
+    // phase (the first gives the limit time to find C, from 2 at the start). Generous: at 20 ms
+    // a request, this machine's own delays are a large part of the latency the limit reads (the
+    // benchmark measures goodput at 50 ms: 0.95 of the best fixed limit); a limit that collapsed
+    // to 1 would serve 12–25%.
     for (const [from, to, capacity] of [
-      [600, 1200, 8],
-      [1800, 2400, 4],
-      [3000, 3600, 8],
+      [HALVE / 2, HALVE, 8],
+      [(HALVE + DOUBLE) / 2, DOUBLE, 4],
+      [(DOUBLE + END) / 2, END, 8],
     ] as const) {
       const rate = servedPerSecond(stats, from, to);
-      assert.ok(rate >= (0.6 * (capacity * 1000)) / LATENCY, `${rate}/s served at C = ${capacity}`);
+      assert.ok(
+        rate >= (0.4 * (capacity * 1000)) / LATENCY,
+        `${rate}/s served at C = ${capacity} in [${from}, ${to}) ms`,
+      );
     }
     assert.ok(
       refused / (stats.served + refused) <= 0.1,
