@@ -26,15 +26,15 @@
  * `node bench/cases/adaptive.mjs client '<options as JSON>'`). The shared total, read from Redis
  * every 100 ms, is drawn over C in an SVG in .bench-out/.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createServer } from 'node:net';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import * as s from '../stats.mjs';
+import { startRedis as startRedisServer } from '../redis-server.mjs';
 
 export const title =
   '(h) Adaptive concurrency: sluice fetch -c auto against a server of hidden capacity';
@@ -90,7 +90,7 @@ export async function measure(params) {
   }
   const dir = mkdtempSync(join(tmpdir(), 'sluice-bench-adaptive-'));
   const server = await startServer();
-  const redis = params.shared ? await startRedis(dir) : undefined;
+  const redis = params.shared ? await startRedis() : undefined;
   try {
     const name = `bench-${process.pid}`;
     const clients = Array.from({ length: params.clients }, (_, i) => {
@@ -141,36 +141,10 @@ export async function measure(params) {
   }
 }
 
-/** A redis-server of the case's own, on a free port, saving nothing. */
-async function startRedis(dir) {
-  if (spawnSync('redis-server', ['--version'], { stdio: 'ignore' }).status !== 0) {
-    throw new Error(
-      'redis-server not found: the shared rows need it (apt-get install redis-server)',
-    );
-  }
-  const port = await new Promise((resolve) => {
-    const probe = createServer().listen(0, '127.0.0.1', () => {
-      const { port: free } = probe.address();
-      probe.close(() => resolve(free));
-    });
-  });
-  const child = spawn(
-    'redis-server',
-    [
-      '--port',
-      String(port),
-      '--bind',
-      '127.0.0.1',
-      '--save',
-      '',
-      '--appendonly',
-      'no',
-      '--dir',
-      dir,
-    ],
-    { stdio: 'ignore' },
-  );
-  const url = `redis://127.0.0.1:${port}`;
+/** A redis-server of the case's own (bench/redis-server.mjs), and a watch on the shared totals. */
+async function startRedis() {
+  const server = await startRedisServer();
+  const url = server.url;
   const { createClient } = await import('redis');
   let client;
   for (let tries = 0; client === undefined; tries++) {
@@ -203,8 +177,7 @@ async function startRedis(dir) {
     },
     stop: async () => {
       await client.close();
-      child.kill('SIGKILL');
-      await once(child, 'exit');
+      await server.stop();
     },
   };
 }
