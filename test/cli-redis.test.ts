@@ -327,33 +327,55 @@ describe('sluice fetch --redis', needsRedis, () => {
       assert.equal(run.stderr.split('\n').length, 2, run.stderr);
     });
 
-    it('a Redis lost mid-run: every line still gets one record, and the process ends', async () => {
+    /**
+     * Runs `sluice fetch --redis` on a Redis of its own over `lines` lines at -c 2, does
+     * `fail(redis)` once some records are out, and checks that every line still gets one record
+     * and the process ends with 1; resolves to the records.
+     */
+    async function failMidRun(
+      tag: string,
+      lines: number,
+      fail: (redis: RedisServer) => Promise<void> | void,
+    ): Promise<Record<string, unknown>[]> {
       const own = await RedisServer.start();
-      const server = await countingServer(50);
+      const server = await countingServer(20);
       try {
-        const input = urls(server, 'lost', 60);
-        const spawned = spawnCli([
-          'fetch',
-          '-q',
-          '--retries',
-          '0',
-          '--redis',
-          own.url,
-          '-c',
-          '2',
-          input,
-        ]);
+        const input = urls(server, tag, lines);
+        const args = ['fetch', '-q', '--retries', '0', '--redis', own.url, '-c', '2', input];
+        const spawned = spawnCli(args);
         await until(() => spawned.stdoutSoFar().split('\n').length > 10, 15_000, 'some records');
-        await own.kill();
+        await fail(own);
         const run = await spawned.done;
         const records = parseRecords(run.stdout);
-        assert.deepEqual(indexes(records), range(60), run.stderr);
+        assert.deepEqual(indexes(records), range(lines), run.stderr);
         assert.equal(run.code, 1);
-        assert.ok(records.some((r) => r.ok === false));
+        return records;
       } finally {
+        own.resume();
         await Promise.all([own.stop(), server.close()]);
       }
+    }
+
+    it('a Redis lost mid-run: every line still gets one record, and the process ends', async () => {
+      const records = await failMidRun('lost', 60, (own) => own.kill());
+      assert.ok(records.some((r) => r.ok === false));
     });
+
+    it(
+      'a Redis gone silent mid-run: every line gets a record within seconds, not a timeout per request',
+      { timeout: 60_000 },
+      async () => {
+        // A request waiting for its 2 s command timeout per line (two at a time) would take
+        // minutes; once one has waited that long, the rest fail at once.
+        const records = await failMidRun('silent', 300, (own) => {
+          own.pause();
+        });
+        const silent = records.filter((r) =>
+          /Redis has not answered for \d+ms: not sent/.test(String(r.error)),
+        );
+        assert.ok(silent.length > 200, `${silent.length} failed at once`);
+      },
+    );
 
     it('Ctrl-C: what runs finishes or is cancelled, every line is recorded, Redis released', async () => {
       const server = await countingServer(300);

@@ -47,7 +47,7 @@ import {
 } from '../rate.ts';
 import { checkName, redisClient, type RedisClient, type Reply, type Script } from './_client.ts';
 import { RATE_PAUSE, RATE_RESERVE, RATE_UNDO } from './_scripts.ts';
-import { answerWithin } from './_timeout.ts';
+import { answerWithin, silenceOf, type Silence } from './_timeout.ts';
 
 /**
  * How far ahead of now a process books, in ms: it books for the next waiter of its line while
@@ -200,6 +200,8 @@ export class RedisRateLimiter implements Gate {
   /** How long a call to Redis may go unanswered before it fails, in ms. */
   readonly commandTimeoutMs: number;
   readonly #client: RedisClient;
+  /** The calls unanswered on that client, shared with every gate made on it. */
+  readonly #silence: Silence;
   /** `state`, `log`, `paused`: see `scripts/rate-reserve-3.lua`. */
   readonly #keys: readonly [string, string, string];
   readonly #parsed: ParsedRate;
@@ -228,6 +230,7 @@ export class RedisRateLimiter implements Gate {
     rates: RateSpec | readonly RateSpec[] | RedisRateLimiterOptions,
   ) {
     this.#client = redisClient('redis', redis);
+    this.#silence = silenceOf(redis as object);
     this.name = checkName(name);
     const { options, parsed } = parseLimiterRate(rates);
     if ((options as { clock?: unknown }).clock !== undefined) {
@@ -437,9 +440,9 @@ export class RedisRateLimiter implements Gate {
     keys: readonly string[],
     args: readonly (string | number)[],
   ): Promise<Reply> {
-    const call = this.#client.run(script, keys, args);
     const what = `${op} of RedisRateLimiter "${this.name}"`;
-    return this.#track(answerWithin(call, this.commandTimeoutMs, what));
+    const send = (): Promise<Reply> => this.#client.run(script, keys, args);
+    return this.#track(answerWithin(this.#silence, send, this.commandTimeoutMs, what));
   }
 
   #track<T>(promise: Promise<T>): Promise<T> {

@@ -54,7 +54,7 @@ import {
   type RedisPermit,
 } from './_requests.ts';
 import { SEMAPHORE_SCRIPT } from './_scripts.ts';
-import { answerWithin } from './_timeout.ts';
+import { answerWithin, silenceOf, type Silence } from './_timeout.ts';
 
 export type { RedisPermit } from './_requests.ts';
 
@@ -106,6 +106,8 @@ export class RedisSemaphore extends EventEmitter<RedisSemaphoreEvents> implement
   readonly pollMs: number;
   readonly commandTimeoutMs: number;
   readonly #redis: RedisClient;
+  /** The calls unanswered on that client, shared with every gate made on it. */
+  readonly #silence: Silence;
   readonly #clock: Clock;
   readonly #keys: readonly string[];
   /** This semaphore object's id in Redis; its lease ids are `<client>:<n>`. */
@@ -164,6 +166,7 @@ export class RedisSemaphore extends EventEmitter<RedisSemaphoreEvents> implement
   constructor(redis: unknown, name: string, options: RedisSemaphoreOptions) {
     super();
     this.#redis = redisClient('redis', redis);
+    this.#silence = silenceOf(redis as object);
     this.name = checkName(name);
     v.options('options', options);
     // Left out (by JavaScript), the options miss the one they must hold.
@@ -378,9 +381,9 @@ export class RedisSemaphore extends EventEmitter<RedisSemaphoreEvents> implement
       // says of the line and the leases is still true of the moment it was sent.
       this.#answered(op, items, reply, sentAt, seq, keepsAlive);
     };
-    const call = this.#redis.run(SEMAPHORE_SCRIPT, this.#keys, args);
     const what = `${op} of RedisSemaphore ${this.name}`;
-    return answerWithin(call, this.commandTimeoutMs, what, answered).then(
+    const send = (): Promise<Reply> => this.#redis.run(SEMAPHORE_SCRIPT, this.#keys, args);
+    return answerWithin(this.#silence, send, this.commandTimeoutMs, what, answered).then(
       answered,
       (error: unknown) => {
         this.#failed(op, items, seq, error);

@@ -15,6 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { RedisClient, Reply, Script, Subscription } from '../../src/redis/_client.ts';
+import { TimeoutError } from '../../src/errors.ts';
 
 /** Whether `redis-server` can be run here. */
 export const redisInstalled: boolean =
@@ -235,6 +236,21 @@ export class TrackedClient implements RedisClient {
         await turn();
         if (this.#out.size === 0) return;
       }
+    }
+  }
+}
+
+/**
+ * Calls `call` until it is sent (not failed at once because Redis was silent: the calls sent
+ * before are answered first once Redis is back), and resolves with its result.
+ */
+export async function untilSent<T>(call: () => Promise<T>): Promise<T> {
+  for (;;) {
+    try {
+      return await call();
+    } catch (error) {
+      if (!(error instanceof TimeoutError && error.message.includes('not sent'))) throw error;
+      await sleep(20);
     }
   }
 }
