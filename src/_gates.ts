@@ -8,7 +8,11 @@
  *
  * Invariants: on success, one permit per gate, in the gates' order; on failure (an abort, a
  * timeout, a gate's error), every permit taken so far is given back before the failure is told,
- * and a permit granted after the caller gave up is given back at once.
+ * and a permit granted after the caller gave up is given back at once. A gate is any object with
+ * `acquire()`, so "a gate's error" is whatever it does: throw where it should reject, answer
+ * with something that is not a permit (a TypeError then), or throw as a permit is released
+ * (every other permit is still given back). The giving back on failure is in one place
+ * (`passGates`, around the steps that only take), and `releaseAll` never throws.
  */
 import type { Clock } from './_clock.ts';
 import * as v from './_validate.ts';
@@ -50,9 +54,19 @@ export function concurrencyOption(
   return { capacity: v.integer(name, value, 1, true), gate: undefined };
 }
 
-/** Gives the permits back, the last taken first. */
+/**
+ * Gives the permits back, the last taken first. Never throws: a permit whose `release()` throws
+ * (a gate breaking its contract) keeps none of the others held, and its error is thrown again on
+ * its own, out of the caller's path (it is the gate's fault, not the task's), as a listener's is.
+ */
 export function releaseAll(permits: readonly Permit[], outcome?: ReleaseOutcome): void {
-  for (let i = permits.length - 1; i >= 0; i--) permits[i]!.release(outcome);
+  for (let i = permits.length - 1; i >= 0; i--) {
+    try {
+      permits[i]!.release(outcome);
+    } catch (error) {
+      v.rethrowLater(error);
+    }
+  }
 }
 
 /** One timeout for a whole acquisition: the caller's `timeout`, ending at `at` on `clock`. */
@@ -65,8 +79,11 @@ export interface Deadline {
 /**
  * Takes a permit of every gate in `gates` from `from` on, appending them to `held`. Returns
  * `held` when every gate answered at once, else a promise of it. Throws (or rejects) after giving
- * back what it took, `held` included. With a `deadline`, each gate waits only for what is left of
- * it (not the whole timeout each), and a gate's timeout is told as the caller's.
+ * back what it took, `held` included, whatever the failing gate did: threw, rejected, or
+ * answered with something that is not a permit. With a `deadline`, each gate waits only for what
+ * is left of it (not the whole timeout each), and a gate's timeout is told as the caller's.
+ *
+ * The one place that gives back on failure: the steps (`passFrom`) only take.
  */
 export function passGates(
   gates: readonly Gate[],
@@ -75,72 +92,120 @@ export function passGates(
   from = 0,
   deadline?: Deadline,
 ): Permit[] | Promise<Permit[]> {
+  let passed: Permit[] | Promise<Permit[]>;
+  try {
+    passed = passFrom(gates, options, held, from, deadline);
+  } catch (error) {
+    releaseAll(held);
+    throw error;
+  }
+  if (Array.isArray(passed)) return passed;
+  return passed.then(undefined, (error: unknown) => {
+    releaseAll(held);
+    throw error;
+  });
+}
+
+/** `passGates` without the giving back: it throws (or rejects) with `held` as it stands. */
+function passFrom(
+  gates: readonly Gate[],
+  options: AcquireOptions,
+  held: Permit[],
+  from: number,
+  deadline: Deadline | undefined,
+): Permit[] | Promise<Permit[]> {
   const signal = options.signal;
   for (let i = from; i < gates.length; i++) {
+    if (signal?.aborted === true) throw signal.reason;
     const gate = gates[i]!;
-    let permit: Permit | undefined;
-    try {
-      if (signal?.aborted === true) throw signal.reason;
-      permit = gate.tryAcquire?.(options.weight ?? 1);
-    } catch (error) {
-      releaseAll(held);
-      throw error;
+    const permit = tryGate(gates, i, options.weight ?? 1);
+    if (permit !== undefined) {
+      held.push(permit);
+      continue;
     }
-    if (permit === undefined) {
-      const left =
-        deadline === undefined
-          ? options.timeout
-          : Math.max(0, Math.ceil(deadline.at - deadline.clock.now()));
-      return gate.acquire(deadline === undefined ? options : { ...options, timeout: left }).then(
-        (granted) => {
-          held.push(granted);
-          if (signal?.aborted === true) {
-            releaseAll(held);
-            throw signal.reason;
-          }
-          return passGates(gates, options, held, i + 1, deadline);
-        },
-        (error: unknown) => {
-          releaseAll(held);
-          if (deadline !== undefined && error instanceof TimeoutError && error.timeout === left) {
-            throw new TimeoutError(
-              `acquire timed out after ${deadline.timeout}ms (at gate ${i + 1} of ${gates.length}: ${error.message})`,
-              deadline.timeout,
-              { cause: error },
-            );
-          }
-          throw error;
-        },
+    const left =
+      deadline === undefined
+        ? options.timeout
+        : Math.max(0, Math.ceil(deadline.at - deadline.clock.now()));
+    const granting: unknown = gate.acquire(
+      deadline === undefined ? options : { ...options, timeout: left },
+    );
+    if (!v.isThenable(granting)) {
+      throw new TypeError(
+        `Expected \`acquire()\` of ${gateOf(gates, i)} to return a promise of a permit, got ${v.describe(granting)}`,
       );
     }
-    held.push(permit);
+    return Promise.resolve(granting).then(
+      (granted) => {
+        if (!isPermit(granted)) {
+          throw new TypeError(
+            `Expected \`acquire()\` of ${gateOf(gates, i)} to resolve to a permit, got ${v.describe(granted)}`,
+          );
+        }
+        held.push(granted);
+        // Granted after its caller gave up: it is given back with the others.
+        if (signal?.aborted === true) throw signal.reason;
+        return passFrom(gates, options, held, i + 1, deadline);
+      },
+      (error: unknown) => {
+        if (deadline !== undefined && error instanceof TimeoutError && error.timeout === left) {
+          throw new TimeoutError(
+            `acquire timed out after ${deadline.timeout}ms (at ${gateOf(gates, i)}: ${error.message})`,
+            deadline.timeout,
+            { cause: error },
+          );
+        }
+        throw error;
+      },
+    );
   }
   return held;
+}
+
+/** Asks gate `i` of `gates` for a permit now, if it can answer so; checks what it answers. */
+function tryGate(gates: readonly Gate[], i: number, weight: number): Permit | undefined {
+  const permit: unknown = gates[i]!.tryAcquire?.(weight);
+  if (permit === undefined || isPermit(permit)) return permit;
+  throw new TypeError(
+    `Expected \`tryAcquire()\` of ${gateOf(gates, i)} to return a permit or undefined, got ${v.describe(permit)}`,
+  );
+}
+
+function isPermit(value: unknown): value is Permit {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as { release?: unknown }).release === 'function'
+  );
+}
+
+function gateOf(gates: readonly Gate[], i: number): string {
+  return `gate ${i + 1} of ${gates.length}`;
 }
 
 /**
  * Takes a permit of every gate in `gates` now, appending them to `held`, or nothing: returns
  * undefined (after giving back everything, `held` included) as soon as a gate cannot answer at
- * once, or has no room; throws (after the same) what a gate throws.
+ * once, or has no room; throws (after the same) what a gate throws, or a TypeError for an answer
+ * that is not a permit.
  */
 export function tryPassGates(
   gates: readonly Gate[],
   weight: number,
   held: Permit[],
 ): Permit[] | undefined {
-  for (const gate of gates) {
-    let permit: Permit | undefined;
-    try {
-      permit = gate.tryAcquire?.(weight);
-    } catch (error) {
-      releaseAll(held);
-      throw error;
+  try {
+    for (let i = 0; i < gates.length; i++) {
+      const permit = tryGate(gates, i, weight);
+      if (permit === undefined) {
+        releaseAll(held);
+        return undefined;
+      }
+      held.push(permit);
     }
-    if (permit === undefined) {
-      releaseAll(held);
-      return undefined;
-    }
-    held.push(permit);
+  } catch (error) {
+    releaseAll(held);
+    throw error;
   }
   return held;
 }
