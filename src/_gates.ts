@@ -210,11 +210,19 @@ export function tryPassGates(
   return held;
 }
 
-/** Several permits held as one: released together, the last taken first. */
+/**
+ * Several permits held as one: released together, the last taken first. `release()` begins every
+ * member's release and waits for none (a shared permit's is sent, not confirmed);
+ * `[Symbol.asyncDispose]` (`await using`) begins them in the same order and resolves once every
+ * member that has an asynchronous release has had it confirmed, or rejects with what failed
+ * (an AggregateError when several did), never before every member is given back.
+ */
 export class PermitGroup implements Permit {
   readonly weight: number;
   readonly #permits: readonly Permit[];
   #released = false;
+  /** What the asynchronous release came to, once asked. */
+  #disposed: Promise<void> | undefined;
 
   constructor(weight: number, permits: readonly Permit[]) {
     this.weight = weight;
@@ -238,7 +246,33 @@ export class PermitGroup implements Permit {
   }
 
   [Symbol.asyncDispose](): Promise<void> {
-    this.release();
-    return Promise.resolve();
+    if (this.#released) return this.#disposed ?? Promise.resolve();
+    this.#released = true;
+    const permits = this.#permits;
+    const confirmed: Promise<void>[] = [];
+    for (let i = permits.length - 1; i >= 0; i--) {
+      const permit = permits[i]!;
+      try {
+        // A member without one (a gate breaking the contract) is released synchronously.
+        if (typeof permit[Symbol.asyncDispose] === 'function') {
+          confirmed.push(Promise.resolve(permit[Symbol.asyncDispose]()));
+        } else permit.release();
+      } catch (error) {
+        confirmed.push(Promise.reject(error));
+      }
+    }
+    this.#disposed = Promise.allSettled(confirmed).then((results) => {
+      const failed = results.flatMap((result) =>
+        result.status === 'rejected' ? [result.reason as unknown] : [],
+      );
+      if (failed.length === 1) throw failed[0];
+      if (failed.length > 1) {
+        throw new AggregateError(
+          failed,
+          `${failed.length} permits of ${permits.length} failed to release`,
+        );
+      }
+    });
+    return this.#disposed;
   }
 }
