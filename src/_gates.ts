@@ -8,13 +8,15 @@
  *
  * Invariants: on success, one permit per gate, in the gates' order; on failure (an abort, a
  * timeout, a gate's error), every permit taken so far is given back before the failure is told,
- * and a permit granted after the caller gave up is given back at once. A gate is any object with
- * `acquire()`, so "a gate's error" is whatever it does: throw where it should reject, answer
- * with something that is not a permit (a TypeError then), or throw as a permit is released
- * (every other permit is still given back). The giving back on failure is in one place
- * (`passGates`, around the steps that only take), and `releaseAll` never throws.
+ * and a permit granted after the caller gave up is given back at once. A caller whose signal
+ * aborts stops waiting then, whether the gate it waits at heeds the signal or not. A gate is
+ * any object with `acquire()`, so "a gate's error" is whatever it does: throw where it should
+ * reject, answer with something that is not a permit (a TypeError then), or throw as a permit
+ * is released (every other permit is still given back). The giving back on failure is in one
+ * place (`passGates`, around the steps that only take), and `releaseAll` never throws.
  */
 import type { Clock } from './_clock.ts';
+import { onAbort } from './_signals.ts';
 import * as v from './_validate.ts';
 import { TimeoutError } from './errors.ts';
 import type { AcquireOptions, Gate, Permit, ReleaseOutcome } from './gate.ts';
@@ -135,7 +137,7 @@ function passFrom(
         `Expected \`acquire()\` of ${gateOf(gates, i)} to return a promise of a permit, got ${v.describe(granting)}`,
       );
     }
-    return Promise.resolve(granting).then(
+    return answerOf(granting, signal).then(
       (granted) => {
         if (!isPermit(granted)) {
           throw new TypeError(
@@ -160,6 +162,40 @@ function passFrom(
     );
   }
   return held;
+}
+
+/**
+ * What a gate answers, or its caller's signal's reason as soon as it aborts, whether the gate
+ * heeds the signal or not (one that does not would keep the permits taken before it until it
+ * answers, perhaps never). A permit it grants after that is given back at once.
+ */
+function answerOf(
+  granting: PromiseLike<unknown>,
+  signal: AbortSignal | undefined,
+): Promise<unknown> {
+  if (signal === undefined) return Promise.resolve(granting);
+  return new Promise((resolve, reject) => {
+    let gaveUp = false;
+    const giveUp = (): void => {
+      gaveUp = true;
+      reject(signal.reason as Error);
+    };
+    let stop: (() => void) | undefined;
+    if (signal.aborted)
+      giveUp(); // as the gate was asked: it may not have looked
+    else stop = onAbort(signal, giveUp);
+    granting.then(
+      (granted) => {
+        stop?.();
+        if (!gaveUp) resolve(granted);
+        else if (isPermit(granted)) releaseAll([granted]);
+      },
+      (error: unknown) => {
+        stop?.();
+        reject(error); // nothing once it gave up
+      },
+    );
+  });
 }
 
 /** Asks gate `i` of `gates` for a permit now, if it can answer so; checks what it answers. */

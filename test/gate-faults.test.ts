@@ -1,7 +1,8 @@
 /**
  * A gate given to a limiter that breaks the gate contract (any object with `acquire()` may be
  * given): its `acquire()` throws instead of rejecting, returns no promise, or resolves to no
- * permit; its `tryAcquire()` throws or answers with no permit; a permit's `release()` throws.
+ * permit; its `tryAcquire()` throws or answers with no permit; a permit's `release()` throws; it
+ * ignores the signal it is given and answers long after its caller gave up.
  * Whatever it does, at whatever step, every permit already taken of the gates before it (and the
  * limiter's own) comes back, every promise settles with a clear error, and no task starts.
  * In-memory gates, on a ManualClock.
@@ -9,7 +10,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Limiter, Semaphore, type Gate, type Permit } from '../src/index.ts';
-import { flush, ManualClock } from './_helpers/clock.ts';
+import { flush, ManualClock, state } from './_helpers/clock.ts';
 import { catchUncaught } from './_helpers/uncaught.ts';
 import { asyncOnly } from './contract/gate.ts';
 
@@ -188,4 +189,70 @@ describe('a gate that breaks the contract leaves nothing held', () => {
     await new Promise((resolve) => setImmediate(resolve));
     assert.deepEqual(thrown, [broke]);
   });
+});
+
+/** A gate that answers only when told, whatever its callers do: it ignores their signals. */
+class Deaf implements Gate {
+  readonly #asked: ((permit: Permit) => void)[] = [];
+  /** How many of its permits were given back. */
+  released = 0;
+
+  acquire(): Promise<Permit> {
+    return new Promise((resolve) => this.#asked.push(resolve));
+  }
+
+  grantAll(): void {
+    for (const grant of this.#asked.splice(0)) {
+      grant({
+        ...freePermit(),
+        release: () => {
+          this.released++;
+        },
+      });
+    }
+  }
+}
+
+describe('a gate that ignores the signal of a caller who gave up', () => {
+  const reason = new Error('never mind');
+
+  for (const before of befores) {
+    it(`schedule(): the task fails at once and nothing is held, ${before.name}`, async () => {
+      const deaf = new Deaf();
+      const { sem, limiter } = setup(before.wrap, deaf);
+      const controller = new AbortController();
+      let started = 0;
+      const result = limiter.schedule(() => started++, { signal: controller.signal });
+      result.catch(() => undefined);
+      await flush();
+      assert.equal(sem.held, 1, 'through the first gate');
+      controller.abort(reason);
+      await assert.rejects(result, (error) => error === reason);
+      await assertNothingHeld(sem, limiter);
+      deaf.grantAll(); // long after: given back at once, nothing starts
+      await flush();
+      assert.equal(deaf.released, 1);
+      assert.equal(started, 0);
+      await assertNothingHeld(sem, limiter);
+    });
+
+    it(`acquire(): it rejects at once and nothing is held, ${before.name}`, async () => {
+      const deaf = new Deaf();
+      const { sem, limiter } = setup(before.wrap, deaf);
+      const controller = new AbortController();
+      const acquiring = limiter.acquire({ signal: controller.signal });
+      acquiring.catch(() => undefined);
+      await flush();
+      assert.equal(sem.held, 1, 'through the first gate');
+      controller.abort(reason);
+      await flush();
+      assert.equal(await state(acquiring), 'rejected');
+      await assert.rejects(acquiring, (error) => error === reason);
+      await assertNothingHeld(sem, limiter);
+      deaf.grantAll();
+      await flush();
+      assert.equal(deaf.released, 1);
+      await assertNothingHeld(sem, limiter);
+    });
+  }
 });
