@@ -141,7 +141,7 @@ function passFrom(
       (granted) => {
         if (!isPermit(granted)) {
           throw new TypeError(
-            `Expected \`acquire()\` of ${gateOf(gates, i)} to resolve to a permit, got ${v.describe(granted)}`,
+            `Expected \`acquire()\` of ${gateOf(gates, i)} to resolve to ${PERMIT}, got ${v.describe(granted)}`,
           );
         }
         held.push(granted);
@@ -203,15 +203,19 @@ function tryGate(gates: readonly Gate[], i: number, weight: number): Permit | un
   const permit: unknown = gates[i]!.tryAcquire?.(weight);
   if (permit === undefined || isPermit(permit)) return permit;
   throw new TypeError(
-    `Expected \`tryAcquire()\` of ${gateOf(gates, i)} to return a permit or undefined, got ${v.describe(permit)}`,
+    `Expected \`tryAcquire()\` of ${gateOf(gates, i)} to return ${PERMIT} or undefined, got ${v.describe(permit)}`,
   );
 }
+
+/** What a permit must have for the layers above: they release it and watch its signal. */
+const PERMIT = 'a permit (release() and an AbortSignal `signal`)';
 
 function isPermit(value: unknown): value is Permit {
   return (
     typeof value === 'object' &&
     value !== null &&
-    typeof (value as { release?: unknown }).release === 'function'
+    typeof (value as { release?: unknown }).release === 'function' &&
+    (value as { signal?: unknown }).signal instanceof AbortSignal
   );
 }
 

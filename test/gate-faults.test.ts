@@ -75,6 +75,20 @@ const faults: Fault[] = [
       /^Expected `acquire\(\)` of gate 2 of 2 to resolve to a permit/.test(error.message),
   },
   {
+    name: 'acquire() resolves to a permit with no signal',
+    gate: () => ({
+      acquire: () => {
+        const { signal: _, ...permit } = freePermit();
+        return Promise.resolve(permit as Permit);
+      },
+    }),
+    told: (error) =>
+      error instanceof TypeError &&
+      /^Expected `acquire\(\)` of gate 2 of 2 to resolve to a permit \(release\(\) and an AbortSignal `signal`\), got `\[object\]` \(object\)$/.test(
+        error.message,
+      ),
+  },
+  {
     name: 'tryAcquire() throws',
     gate: () => ({
       acquire: () => Promise.resolve(freePermit()),
@@ -92,7 +106,7 @@ const faults: Fault[] = [
     }),
     told: (error) =>
       error instanceof TypeError &&
-      /^Expected `tryAcquire\(\)` of gate 2 of 2 to return a permit or undefined, got `null` \(null\)$/.test(
+      /^Expected `tryAcquire\(\)` of gate 2 of 2 to return a permit \(release\(\) and an AbortSignal `signal`\) or undefined, got `null` \(null\)$/.test(
         error.message,
       ),
   },
