@@ -114,3 +114,16 @@ export function isThenable(value: unknown): value is PromiseLike<unknown> {
     typeof (value as { then?: unknown }).then === 'function'
   );
 }
+
+/**
+ * Throws `error` again on its own, as an uncaught exception (as a timer's would be), out of the
+ * code that met it: what a caller's listener, or a gate's permit, threw is their fault, and the
+ * code that called them goes on as it would have.
+ */
+export function rethrowLater(error: unknown): void {
+  process.nextTick(rethrow, error);
+}
+
+function rethrow(error: unknown): never {
+  throw error;
+}

@@ -152,13 +152,6 @@ class AdaptivePermit implements Permit {
   }
 }
 
-/** Throws `error` again on its own, out of the code that called a listener. */
-function rethrowLater(error: unknown): void {
-  process.nextTick(() => {
-    throw error;
-  });
-}
-
 /**
  * A concurrency limit that adapts: see {@link adaptive}.
  *
@@ -463,7 +456,7 @@ export class AdaptiveLimit extends EventEmitter<AdaptiveEvents> implements SyncG
     if (v.isThenable(answer)) {
       answer.then((state) => {
         this.#adopt(state, reason);
-      }, rethrowLater);
+      }, v.rethrowLater);
     } else {
       this.#adopt(answer, reason);
     }
@@ -499,7 +492,7 @@ export class AdaptiveLimit extends EventEmitter<AdaptiveEvents> implements SyncG
     try {
       this.emit('limit', change);
     } catch (error) {
-      rethrowLater(error); // a listener's fault is not the gate's
+      v.rethrowLater(error); // a listener's fault is not the gate's
     }
     const parent = this.#parent;
     if (parent !== undefined) parent.#tell(change);

@@ -21,6 +21,8 @@ import {
   RetryError,
   Semaphore,
   TimeoutError,
+  type Gate,
+  type Permit,
   type RetryInfo,
   type TaskContext,
   type TaskInfo,
@@ -1621,6 +1623,118 @@ describe('Limiter.acquire() through the gates it was given', () => {
     );
     assert.equal(first.held, 0, 'the first permit given back');
     assert.equal(second.waiting, 0);
+  });
+
+  // A gate whose permit's release is confirmed later (a shared one: Redis answers): `await using`
+  // on the limiter's permit waits for it, as it would on that gate's own permit.
+  class SlowRelease implements Gate {
+    /** The releases begun, by name, in order; each ends when its `done` is settled. */
+    readonly begun: string[] = [];
+    readonly done: ReturnType<typeof deferred<undefined>>[] = [];
+    #granted = 0;
+    readonly #async: boolean;
+
+    /** `async`: whether its permits have an asynchronous release (a broken gate's may not). */
+    constructor(async = true) {
+      this.#async = async;
+    }
+
+    acquire(): Promise<Permit> {
+      return Promise.resolve(this.tryAcquire());
+    }
+
+    tryAcquire(): Permit {
+      const name = `permit ${++this.#granted}`;
+      const release = () => {
+        this.begun.push(name);
+      };
+      const permit = {
+        weight: 1,
+        signal: new AbortController().signal,
+        release,
+        [Symbol.dispose]: release,
+      };
+      if (!this.#async) return permit as unknown as Permit;
+      return {
+        ...permit,
+        [Symbol.asyncDispose]: () => {
+          release();
+          const done = deferred<undefined>();
+          this.done.push(done);
+          return done.promise;
+        },
+      };
+    }
+  }
+
+  it("`await using` waits until every gate's permit is given back, each asynchronous release confirmed", async () => {
+    const clock = new ManualClock();
+    const sem = new Semaphore(1, { clock });
+    const slow = new SlowRelease();
+    const slower = new SlowRelease();
+    const limiter = new Limiter({ concurrency: slow, rate: [sem, slower], clock });
+    const block = (async () => {
+      await using permit = await limiter.acquire();
+      assert.equal(permit.weight, 1);
+    })();
+    await flush();
+    // Every release has begun, the last taken first; the synchronous ones are done.
+    assert.deepEqual([slow.begun, slower.begun], [['permit 1'], ['permit 1']]);
+    assert.equal(sem.held, 0);
+    assert.equal(limiter.held, 0);
+    assert.equal(await state(block), 'pending', 'both confirmations awaited');
+    slower.done[0]!.resolve(undefined);
+    await flush();
+    assert.equal(await state(block), 'pending', 'one confirmation awaited');
+    slow.done[0]!.resolve(undefined);
+    await flush();
+    assert.equal(await state(block), 'fulfilled');
+  });
+
+  it('an asynchronous release that fails is told, after every other permit is given back', async () => {
+    const clock = new ManualClock();
+    const sem = new Semaphore(1, { clock });
+    const failing = new SlowRelease();
+    const slow = new SlowRelease();
+    const limiter = new Limiter({ concurrency: failing, rate: [sem, slow], clock });
+    const permit = await limiter.acquire();
+    const disposing = Promise.resolve(permit[Symbol.asyncDispose]());
+    disposing.catch(() => undefined);
+    const lost = new Error('the release was not confirmed');
+    failing.done[0]!.reject(lost);
+    await flush();
+    assert.equal(await state(disposing), 'pending', 'the other release still awaited');
+    assert.equal(sem.held, 0);
+    slow.done[0]!.resolve(undefined);
+    await assert.rejects(disposing, (error) => error === lost);
+    // Given back once: a second dispose, or a release, does nothing more.
+    await assert.rejects(Promise.resolve(permit[Symbol.asyncDispose]()), (error) => error === lost);
+    permit.release();
+    assert.deepEqual([failing.begun, slow.begun], [['permit 1'], ['permit 1']]);
+  });
+
+  it('a permit without an asynchronous release is given back synchronously by `await using`', async () => {
+    const clock = new ManualClock();
+    const plain = new SlowRelease(false);
+    const slow = new SlowRelease();
+    const limiter = new Limiter({ concurrency: plain, rate: [slow], clock });
+    const permit = await limiter.acquire();
+    const disposing = Promise.resolve(permit[Symbol.asyncDispose]());
+    assert.deepEqual([plain.begun, slow.begun], [['permit 1'], ['permit 1']]);
+    assert.equal(await state(disposing), 'pending');
+    slow.done[0]!.resolve(undefined);
+    await disposing;
+    // release() (synchronous) begins every release and waits for none.
+    const again = await limiter.acquire();
+    again.release();
+    assert.deepEqual(
+      [plain.begun, slow.begun],
+      [
+        ['permit 1', 'permit 2'],
+        ['permit 1', 'permit 2'],
+      ],
+    );
+    assert.equal(slow.done.length, 1, 'no asynchronous release asked of it');
   });
 });
 

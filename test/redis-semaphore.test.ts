@@ -29,6 +29,7 @@ import {
   type RedisSemaphoreOptions,
 } from '../src/redis/index.ts';
 import { gateContract } from './contract/gate.ts';
+import { state } from './_helpers/clock.ts';
 import { needsRedis, RedisServer, TrackedClient } from './_helpers/redis.ts';
 
 function nodeRedis(url: string) {
@@ -43,6 +44,26 @@ async function connect(url: string): Promise<NodeRedis> {
   const client = nodeRedis(url);
   await client.connect();
   return client;
+}
+
+/** A client whose answers are held back while `holding` is set: a slow network's replies. */
+class SlowAnswers implements RedisClient {
+  holding: Promise<void> | undefined;
+  readonly #inner: RedisClient;
+
+  constructor(inner: RedisClient) {
+    this.#inner = inner;
+  }
+
+  async run(...args: Parameters<RedisClient['run']>): ReturnType<RedisClient['run']> {
+    const reply = await this.#inner.run(...args);
+    await this.holding;
+    return reply;
+  }
+
+  subscribe(...args: Parameters<RedisClient['subscribe']>): ReturnType<RedisClient['subscribe']> {
+    return this.#inner.subscribe(...args);
+  }
 }
 
 /** A reply's pairs, from a flat RESP2 array, nested RESP3 pairs, or a RESP3 map. */
@@ -384,6 +405,32 @@ describe('RedisSemaphore on a real Redis', needsRedis, () => {
     const two = await b.tryAcquireAsync(2);
     assert.equal(two?.weight, 2);
     two.release();
+  });
+
+  // `await using` on the permit of a limiter that keeps its concurrency with the semaphore waits,
+  // as on the semaphore's own permit, for Redis to confirm the release: with the answers held
+  // back, the release is done in Redis and the block has not ended; it ends once they come.
+  it("`await using` on a Limiter's permit waits for Redis to confirm the release, as on its own", async () => {
+    const client = new SlowAnswers(tracked);
+    const sem = make('group-dispose', { permits: 1 }, client);
+    const limiter = new Limiter({ concurrency: sem });
+    for (const gate of [sem, limiter]) {
+      const permit = await gate.acquire();
+      assert.equal((await stateOf(redis, 'group-dispose')).leases, 1);
+      let answer!: () => void;
+      client.holding = new Promise<void>((resolve) => (answer = resolve));
+      const block = (async () => {
+        await using held = permit;
+        assert.equal(held.weight, 1);
+      })();
+      await waitFor('released in Redis', async () => {
+        return (await stateOf(redis, 'group-dispose')).leases === 0;
+      });
+      assert.equal(await state(block), 'pending', `${String(gate)}: the confirmation awaited`);
+      client.holding = undefined;
+      answer();
+      await block;
+    }
   });
 
   it('closes: rejects the requests in line and later ones, and renews held permits until released', async () => {

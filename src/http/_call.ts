@@ -336,7 +336,7 @@ export class Call<R> extends AsyncResource implements TaskRunner {
     try {
       this.#sink.delivered(sent.value, this);
     } catch (error) {
-      rethrowLater(error);
+      v.rethrowLater(error);
     }
   }
 
@@ -349,7 +349,7 @@ export class Call<R> extends AsyncResource implements TaskRunner {
     try {
       this.#sink.failed(error, this);
     } catch (thrown) {
-      rethrowLater(thrown);
+      v.rethrowLater(thrown);
     }
   }
 
@@ -390,18 +390,10 @@ const NO_RETRIES: readonly RetryNote[] = Object.freeze([]);
 export function tell<T>(listener: (value: T) => unknown, value: T): void {
   try {
     const result = listener(value);
-    if (v.isThenable(result)) result.then(undefined, rethrowLater);
+    if (v.isThenable(result)) result.then(undefined, v.rethrowLater);
   } catch (error) {
-    rethrowLater(error);
+    v.rethrowLater(error);
   }
-}
-
-function rethrowLater(error: unknown): void {
-  process.nextTick(rethrow, error);
-}
-
-function rethrow(error: unknown): never {
-  throw error;
 }
 
 /** A signal that aborts when either does. */
