@@ -19,10 +19,10 @@
  * Where its state lives. The limit and the instants it last grew and shrank are kept by a
  * `LimitStore` (`_limit-store.ts`): the gate proposes each change and adopts what the store
  * answers. In memory the store takes every proposal. A shared store (`redis/adaptive.ts`) keeps
- * the total of every client in Redis, answers asynchronously, refuses what comes too soon after
- * another client's change (an increase at most once per window, a decrease at most once per
- * cooldown), and answers with this client's share of the total, which is what the gate admits;
- * the algorithm moves the total (the latency each client sees is the whole fleet's doing). The
+ * the total of every client in Redis, answers asynchronously with this client's share of the
+ * total, which is what the gate admits and what the algorithm moves, as it would a limit of its
+ * own: the store adds each change of a share to the total (and cuts the total for a drop once per
+ * burst, whoever proposes it), so the total moves as the clients' own limits would in sum. The
  * windows, latency estimates, permits and the throttle stay with each gate.
  *
  * Invariants:

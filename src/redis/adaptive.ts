@@ -25,18 +25,19 @@
  * on the server's capacity, not N times it; each keeps the queue one limit of its own would keep
  * there (gradient2's headroom of 1, vegas's `alpha`), N of them N times that.
  *
- * Why. Moved as one limit (the algorithm run on the total, an increase taken once per round trip
- * whoever proposed it, a decrease for a drop once per round trip plus `syncMs`), the fleet's
- * total grew as one client's from `initial`: 2–3 s from 10 to C = 40 where N limits of their own
- * take well under 1 s; the increase taken was the most hopeful of N proposals while the decreases
- * counted 1/N each, so gradient2 settled near C + the server's line; and after the capacity
- * halved, cuts 260 ms apart let the fleet's excess be refused hundreds of times (answers to 429s
- * come back at once) where one client cuts at each refusal of work begun since its last cut:
- * 5–6% refused against the target of 2% (bench (h)). (Had each kept a limit of its own, the
- * fleet would have no bound, no even shares, and a client joining would start from `initial`,
- * not from what the fleet has learned; and a total enforced by a shared semaphore whose permits
- * move would cost a round trip to Redis per request, where this costs one per round trip of the
- * server, or per `syncMs`.)
+ * Why (bench (h): four clients, a server whose capacity C goes 40, 20, 40). Moved as one limit
+ * (the algorithm run on the total, an increase taken once per round trip whoever proposed it, a
+ * latency decrease counted for 1/N, a cut for a drop at most once per round trip plus `syncMs`),
+ * the total climbed from `initial` as one client's limit would (1.2–3.3 s to converge), and the
+ * increase taken was the most hopeful of N proposals while each decrease counted 1/N, so
+ * gradient2 settled near C plus the server's line; and cuts 260 ms apart, when C halved and the
+ * server refused the fleet's excess at once, many times a round trip, let it be refused hundreds
+ * of times: 1.3–6.3% refused, almost all in the half second after C halved. Each share moved as
+ * its own limit, with a cut at each refusal of work begun since the last: 0.3–0.9% refused.
+ * (Had each kept a limit of its own, the fleet would have no bound and no even shares, and a
+ * client joining would start from `initial`, not from what the others have learned; and a total
+ * enforced by a shared semaphore whose permits move would cost a round trip to Redis per
+ * request, where this costs one per round trip of the server, or per `syncMs`.)
  *
  * The gate (`../adaptive.ts`) proposes through `change()` and adopts each answer; it calls
  * `touch()` whenever it is used, and while it is, the store asks Redis for news every `syncMs`
