@@ -446,6 +446,21 @@ describe('adaptive(): where its state lives', () => {
     assert.equal(store.state.limit, 41 - share * 0.1);
   });
 
+  it('of a shared limit, closes a window at as many samples as its share, as a limit of its own would', async () => {
+    const clock = new ManualClock();
+    const store = new SharedStore();
+    store.state = { ...store.state, limit: 12, share: 3 };
+    const gate = new AdaptiveClass({ algorithm: 'aimd', initial: 10, clock }, { store });
+    await flush();
+    assert.equal(gate.limit, 3);
+    await roundTrip(gate, clock, 50);
+    assert.deepEqual(
+      store.proposed.map((change) => [change.from, change.to]),
+      [[3, 4]],
+      'a round trip of its 3 samples closes a window: it grows its share',
+    );
+  });
+
   it('proposes each change to its store, and admits by the answer once it comes', async () => {
     const clock = new ManualClock();
     const store = new LaterStore();
