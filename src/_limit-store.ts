@@ -7,10 +7,12 @@
  * the latency estimates, the permits — stays with each gate.
  *
  * The in-memory store here takes every proposal. A shared store (`RedisAdaptiveStore` in
- * `redis/adaptive.ts`) answers with a promise (the gate adopts the answer when it comes), takes
- * an increase at most once per window and a decrease at most once per cooldown whoever proposes
- * them, and tells its gate of the changes made by others (`attach`). Its `limit` is then the
- * total of every client sharing it, and `share` this client's part of it: what the gate admits.
+ * `redis/adaptive.ts`) answers with a promise (the gate adopts the answer when it comes), and
+ * tells its gate of the changes made by others (`attach`). Its `limit` is then the total of every
+ * client sharing it, and `share` this client's part of it: what the gate admits, and what the
+ * gate's algorithm moves (a proposal's `from` and `to` are shares); the store adds the change to
+ * the total, or for a drop cuts the total by the proposal's factor, once per burst whoever
+ * proposes it.
  */
 
 /** The shareable state of an adaptive limit. */
@@ -34,7 +36,7 @@ export interface LimitChange {
   readonly kind: 'increase' | 'decrease';
   /** Why: a drop, a rising latency, or a window in use with the latency holding. */
   readonly reason: 'drop' | 'latency' | 'growth';
-  /** The limit the proposal was computed from. */
+  /** The limit the proposal was computed from (a shared store's: this client's share). */
   readonly from: number;
   readonly to: number;
   /** When, on the gate's clock. */

@@ -16,7 +16,7 @@ import {
   type Permit,
 } from '../src/index.ts';
 import { AdaptiveLimit as AdaptiveClass } from '../src/adaptive.ts';
-import type { LimitChange, LimitState, LimitStore } from '../src/_limit-store.ts';
+import type { LimitChange, LimitState, LimitStore, StoreUser } from '../src/_limit-store.ts';
 import { flush, ManualClock } from './_helpers/clock.ts';
 import { catchUncaught } from './_helpers/uncaught.ts';
 
@@ -386,6 +386,80 @@ describe('adaptive(): where its state lives', () => {
       for (const answer of this.#pending.splice(0)) answer();
     }
   }
+
+  /**
+   * A shared store as a fleet of 4 would answer: a total of 40, this client's share 10; it takes
+   * each proposal and adds the change of the proposer's part to the total.
+   */
+  class SharedStore implements LimitStore {
+    state: LimitState = {
+      limit: 40,
+      increasedAt: -Infinity,
+      decreasedAt: -Infinity,
+      share: 10,
+      clients: 4,
+    };
+    readonly proposed: LimitChange[] = [];
+
+    attach(user: StoreUser): void {
+      queueMicrotask(() => {
+        user.update(this.state);
+      });
+    }
+
+    change(change: LimitChange): LimitState {
+      this.proposed.push(change);
+      const limit = this.state.limit + change.to - change.from;
+      this.state = { ...this.state, limit, share: Math.floor(limit / 4) };
+      return this.state;
+    }
+  }
+
+  it('of a shared limit, moves its own share, as a limit of its own would (the store adds the change to the total)', async () => {
+    for (const [algorithm, rise] of [
+      ['aimd', 1],
+      ['gradient2', 0.2 * 3 * Math.log10(10)],
+      ['vegas', 1],
+    ] as const) {
+      const clock = new ManualClock();
+      const store = new SharedStore();
+      const gate = new AdaptiveClass({ algorithm, initial: 10, max: 100, clock }, { store });
+      await flush();
+      assert.equal(gate.limit, 10, 'it admits its share');
+      await roundTrip(gate, clock, 50);
+      const [growth] = store.proposed;
+      assert.equal(growth?.reason, 'growth', algorithm);
+      assert.equal(growth.from, 10, `${algorithm} grows its share, not the total`);
+      assert.ok(Math.abs(growth.to - 10 - rise) < 1e-9, `${algorithm}: ${growth.to}`);
+      assert.equal(store.state.limit, 40 + growth.to - 10);
+    }
+    // A queue: aimd backs off its share by `backoff`, and the total by as much.
+    const clock = new ManualClock();
+    const store = new SharedStore();
+    const gate = new AdaptiveClass({ algorithm: 'aimd', initial: 10, clock }, { store });
+    await flush();
+    await roundTrip(gate, clock, 50);
+    const share = store.state.share!; // 41 for 4: 10
+    await roundTrip(gate, clock, 100);
+    const shrink = store.proposed.at(-1);
+    assert.deepEqual([shrink?.reason, shrink?.from, shrink?.to], ['latency', share, share * 0.9]);
+    assert.equal(store.state.limit, 41 - share * 0.1);
+  });
+
+  it('of a shared limit, closes a window at as many samples as its share, as a limit of its own would', async () => {
+    const clock = new ManualClock();
+    const store = new SharedStore();
+    store.state = { ...store.state, limit: 12, share: 3 };
+    const gate = new AdaptiveClass({ algorithm: 'aimd', initial: 10, clock }, { store });
+    await flush();
+    assert.equal(gate.limit, 3);
+    await roundTrip(gate, clock, 50);
+    assert.deepEqual(
+      store.proposed.map((change) => [change.from, change.to]),
+      [[3, 4]],
+      'a round trip of its 3 samples closes a window: it grows its share',
+    );
+  });
 
   it('proposes each change to its store, and admits by the answer once it comes', async () => {
     const clock = new ManualClock();

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { createClient } from 'redis';
-import { adaptive, type LimitChangeEvent } from '../src/index.ts';
+import { adaptive, type AdaptiveLimit, type LimitChangeEvent } from '../src/index.ts';
 import { createFetch } from '../src/http/index.ts';
 import type { LimitState, StoreUser } from '../src/_limit-store.ts';
 import { fromNodeRedis, type RedisClient } from '../src/redis/_client.ts';
@@ -97,13 +97,13 @@ describe('RedisAdaptiveStore', { ...needsRedis, timeout: 60_000 }, () => {
         expect: { limit: 12, taken: 1, epoch: 0 },
       },
       {
-        name: 'an increase within a window of the last increase is refused',
+        name: 'an increase within a window of another’s increase is taken: each client’s counts',
         state: { limit: 10, increasedAgo: 100 },
         op: 'increase',
         from: 10,
         to: 12,
         window: 300,
-        expect: { limit: 10, taken: 0, epoch: 0 },
+        expect: { limit: 12, taken: 1, epoch: 0 },
       },
       {
         name: 'an increase within a window of the last decrease is refused',
@@ -177,20 +177,30 @@ describe('RedisAdaptiveStore', { ...needsRedis, timeout: 60_000 }, () => {
         name: 'a decrease for a rising latency, alone: taken whole, no cooldown, no epoch',
         state: { limit: 20, decreasedAgo: 1, epoch: 3 },
         op: 'shrink',
-        from: 10,
-        to: 9,
+        from: 20,
+        to: 18,
         known: 0,
         cooldown: 300,
         expect: { limit: 18, taken: 1, epoch: 3 },
       },
       {
-        name: 'a decrease for a rising latency, one of 4 clients: counts for a quarter (the 4th root)',
+        name: 'a decrease for a rising latency, one of 4 clients: takes off what it took off its share',
         state: { limit: 16 },
         others: 3,
         op: 'shrink',
-        from: 16,
+        from: 4,
         to: 1,
-        expect: { limit: 8, taken: 1, epoch: 0 },
+        expect: { limit: 13, taken: 1, epoch: 0 },
+      },
+      {
+        name: 'a decrease for a drop, one of 4 clients: cuts the whole total by its factor',
+        state: { limit: 40 },
+        others: 3,
+        op: 'decrease',
+        from: 10,
+        to: 9,
+        known: 0,
+        expect: { limit: 36, taken: 1, epoch: 1 },
       },
       {
         name: 'a decrease stops at min',
@@ -281,13 +291,13 @@ describe('RedisAdaptiveStore', { ...needsRedis, timeout: 60_000 }, () => {
     });
   });
 
-  it('N clients that see one burst of 429s cut the total once; N that see room raise it once', async () => {
+  it('N clients that see one burst of 429s cut the total once; N that see room raise it N times', async () => {
     const name = fresh();
     const stores = await Promise.all(
       Array.from({ length: 4 }, async () => {
         const store = new RedisAdaptiveStore(await connect(), name, {
           cooldownMs: 5000,
-          windowMs: 5000,
+          windowMs: 1000,
         });
         store.attach(user(40));
         await store.sync();
@@ -316,6 +326,15 @@ describe('RedisAdaptiveStore', { ...needsRedis, timeout: 60_000 }, () => {
     );
     // Within the window of the decrease: none is taken; the rule is the same for all.
     assert.ok(raises.every((state) => state.limit === 36));
+    // A window later, each one's increase is taken, as each would raise a limit of its own: the
+    // fleet's total climbs as fast as N clients' own limits would in sum, not as one client's.
+    await sleep(1100);
+    const later = await Promise.all(
+      stores.map((store) =>
+        store.change({ kind: 'increase', reason: 'growth', from: 36, to: 37, at: 0 }),
+      ),
+    );
+    assert.equal(Math.max(...later.map((state) => state.limit)), 40);
     for (const store of stores) await store.close();
   });
 
@@ -407,6 +426,33 @@ describe('RedisAdaptiveStore', { ...needsRedis, timeout: 60_000 }, () => {
     assert.equal(a.stats().shared?.limit, 10);
     assert.equal(b.limit, 5);
     assert.equal(heard.at(-1)?.reason, 'shared');
+  });
+
+  it('cuts again for a drop of work begun after it heard of the last cut, at once, as one limit of its own would', async () => {
+    // A server whose capacity halved refuses the fleet's excess at once, many times a round
+    // trip: each refusal of work begun since the last cut is news that the cut was not enough.
+    const name = fresh();
+    const options = { algorithm: 'aimd', initial: 40, max: 100, backoff: 0.5 } as const;
+    const stores = [
+      new RedisAdaptiveStore(await connect(), name),
+      new RedisAdaptiveStore(await connect(), name),
+    ];
+    const [a, b] = stores.map((store) => adaptive({ ...options, store })) as [
+      AdaptiveLimit,
+      AdaptiveLimit,
+    ];
+    for (const store of [...stores, stores[0]!]) await store.sync();
+    assert.deepEqual(a.stats().shared, { limit: 40, clients: 2 });
+    const before = [a.tryAcquire()!, b.tryAcquire()!];
+    before[0]!.release({ ok: false, dropped: true, latencyMs: 1 });
+    await sleep(20);
+    // b's refusal of work begun before the cut: the same burst, no second cut.
+    before[1]!.release({ ok: false, dropped: true, latencyMs: 1 });
+    await sleep(20);
+    assert.equal(a.stats().shared?.limit, 20);
+    a.tryAcquire()!.release({ ok: false, dropped: true, latencyMs: 1 });
+    await sleep(20);
+    assert.equal(a.stats().shared?.limit, 10, 'a second cut, without waiting for a cooldown');
   });
 
   it('refuses a bad name, client or option, naming it', async () => {

@@ -5,20 +5,39 @@
  * concurrency: how many requests all the clients together may have at the server. Each client
  * admits its share of it, the total split evenly among the clients present (each is present while
  * it uses its limit, and for `presenceMs` after). So N clients together never admit more than the
- * total (give or take `min` each when the total is below N × `min`), and the total is what the
- * algorithm moves: every client reads in its latencies the queue that all of them make, and its
- * drops are the server's answer to all of them, so the total, not a client's own part, is what
- * they measure. Each client learns on its own (its windows, its no-load latency) and proposes
- * changes of the total; one Lua script (`scripts/adaptive-2.lua`), on Redis's clock, takes an
- * increase at most once per window (a round trip), a decrease for a drop at most once per
- * cooldown and only from a client that had heard of the last one, and a decrease for a rising
- * latency as 1/N of what it proposes (each client judges the one queue from its own few samples:
- * were any one's judgement enough, the noisiest would set the limit for all). N clients that see
- * one burst of 429s cut the total once, and N clients that each see room grow it as one client
- * would: together they converge on the server's capacity, not N times it. (Had each kept its own limit, each would
- * keep its own queue at the server, N times what one keeps; and a total enforced by a shared
- * semaphore whose permits move would cost a round trip to Redis per request, where this costs
- * one per round trip of the server, or per `syncMs`.)
+ * total (give or take `min` each when the total is below N × `min`).
+ *
+ * How it moves: as N limits of their own would in sum, around one total. Each client learns on
+ * its own (its windows, its no-load latency) and its algorithm moves its share as it would a
+ * limit of its own; it proposes the change, and one Lua script (`scripts/adaptive-2.lua`), on
+ * Redis's clock, adds it to the total:
+ * - an increase, from each client that proposes one (each does at most once per window of its
+ *   own), except within a window (a round trip) of the last decrease for a drop: N clients that
+ *   see room raise the total N times as fast as one would, as N limits of their own would;
+ * - a decrease for a rising latency, by what the proposer takes off its share: one client's
+ *   judgement moves its part of the total, not all of it (each judges the one queue from its own
+ *   few samples: were any one's judgement enough, the noisiest would set the limit for all);
+ * - a decrease for a drop, of the whole total by the proposer's factor, only from a client that
+ *   had heard of the last one (and, with `cooldownMs`, not within that long of it): N clients that
+ *   see one burst of 429s cut the total once, and a client cuts again only for work it began
+ *   after it heard of the last cut, as one client's limit does.
+ * Every client reads in its latencies the queue that all of them make, so together they converge
+ * on the server's capacity, not N times it; each keeps the queue one limit of its own would keep
+ * there (gradient2's headroom of 1, vegas's `alpha`), N of them N times that.
+ *
+ * Why (bench (h): four clients, a server whose capacity C goes 40, 20, 40). Moved as one limit
+ * (the algorithm run on the total, an increase taken once per round trip whoever proposed it, a
+ * latency decrease counted for 1/N, a cut for a drop at most once per round trip plus `syncMs`),
+ * the total climbed from `initial` as one client's limit would (1.2–3.3 s to converge), and the
+ * increase taken was the most hopeful of N proposals while each decrease counted 1/N, so
+ * gradient2 settled near C plus the server's line; and cuts 260 ms apart, when C halved and the
+ * server refused the fleet's excess at once, many times a round trip, let it be refused hundreds
+ * of times: 1.3–6.3% refused, almost all in the half second after C halved. Each share moved as
+ * its own limit, with a cut at each refusal of work begun since the last: 0.3–0.9% refused.
+ * (Had each kept a limit of its own, the fleet would have no bound and no even shares, and a
+ * client joining would start from `initial`, not from what the others have learned; and a total
+ * enforced by a shared semaphore whose permits move would cost a round trip to Redis per
+ * request, where this costs one per round trip of the server, or per `syncMs`.)
  *
  * The gate (`../adaptive.ts`) proposes through `change()` and adopts each answer; it calls
  * `touch()` whenever it is used, and while it is, the store asks Redis for news every `syncMs`
@@ -40,14 +59,15 @@ import { ADAPTIVE_SCRIPT } from './_scripts.ts';
 /** Options for {@link RedisAdaptiveStore}. */
 export interface RedisAdaptiveStoreOptions {
   /**
-   * The least time between two changes for an increase, in ms. @default the proposing client's
-   * latest round trip (the mean latency of its last window), at least `MIN_WINDOW`
+   * The least time after a decrease for a drop before an increase is taken, in ms. @default the
+   * proposing client's latest round trip (the mean latency of its last window), at least
+   * `MIN_WINDOW`: long enough to see what the decrease did
    */
   windowMs?: number;
   /**
-   * The least time between two decreases, in ms. @default that round trip plus `syncMs`: long
-   * enough for the answers to work sent before a decrease to come back, and for every client to
-   * hear of it
+   * The least time between two decreases for a drop, in ms. @default 0: a client cuts only for
+   * work it began after it heard of the last cut, and only a client that heard of it can
+   * propose one, which is enough to cut once per burst
    */
   cooldownMs?: number;
   /** While the limit is used, how often to ask Redis for the others' changes, in ms. @default 200 */
@@ -56,7 +76,7 @@ export interface RedisAdaptiveStoreOptions {
   presenceMs?: number;
 }
 
-/** The least window and cooldown when the round trip is not known or very short, ms. */
+/** The least window when the round trip is not known or very short, ms. */
 const MIN_WINDOW = 20;
 /** How long the state outlives the last call, ms: clients back within it resume the limit. */
 const KEEP_MS = 10 * 60_000;
@@ -183,7 +203,7 @@ export class RedisAdaptiveStore implements LimitStore {
 
   change(change: LimitChange): Promise<LimitState> {
     const roundTrip = Math.max(MIN_WINDOW, change.roundTrip ?? 0);
-    // A decrease for a rising latency counts for a share of it (see the script).
+    // A decrease for a rising latency takes off the proposer's part only (see the script).
     const op = change.kind === 'decrease' && change.reason === 'latency' ? 'shrink' : change.kind;
     return this.#call(op, change.from, change.to, roundTrip);
   }
@@ -212,7 +232,7 @@ export class RedisAdaptiveStore implements LimitStore {
     const user = this.#user;
     if (user === undefined || (this.#closed && !leaving)) return this.#state;
     const window = this.windowMs ?? roundTrip;
-    const cooldown = this.cooldownMs ?? roundTrip + this.syncMs;
+    const cooldown = this.cooldownMs ?? 0;
     const args = [
       op,
       this.#id,

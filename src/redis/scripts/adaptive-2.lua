@@ -1,21 +1,18 @@
 --[[
 The shared limit of an adaptive gate (RedisAdaptiveStore): the total concurrency of every client
 that uses the name, and the clients present, among whom it is divided. Each client learns on its
-own (its windows, its latency estimates) and proposes changes of the total; this script takes or
-refuses each one on Redis's clock, so that the fleet moves as one client would:
-- an increase at most once per `window` ms, counted from the last change of either kind (a
-  round trip must pass to see what the last change did);
-- a decrease for a drop at most once per `cooldown` ms, and only from a client that had heard of
-  the last one (its `epoch` is the current one): N clients that see one burst of 429s cut the
-  limit once;
-- a decrease for a rising latency ('shrink') counts for 1/N of what it proposes (the N-th root of
-  its factor), N being the clients present: each client judges the same queue from its own few
-  samples, and were any one's judgement enough, the noisiest would set the limit for all; so N
-  clients that all see the queue shrink it as one would, and one of N that alone sees it (its
-  noise) moves it little.
-An increase adds what the proposer added to the limit it knew; a decrease multiplies by what the
-proposer multiplied by: a proposal computed from a limit that has moved since is applied to the
-limit as it is.
+own (its windows, its latency estimates), moves its share as it would a limit of its own, and
+proposes the change; this script takes or refuses each one on Redis's clock, so that the total
+moves as N limits of their own would in sum (see redis/adaptive.ts for why):
+- an increase or a decrease for a rising latency ('shrink') adds to the total what the proposer
+  added to (or took off) its share: N clients that each see room raise the total N times as fast
+  as one would, and one of N that alone sees a queue (its noise) moves its part only;
+- no increase within `window` ms of the last decrease for a drop (a round trip must pass to see
+  what the decrease did);
+- a decrease for a drop multiplies the whole total by what the proposer multiplied its share by,
+  only from a client that had heard of the last one (its `epoch` is the current one), and not
+  within `cooldown` ms of it: N clients that see one burst of 429s cut the total once.
+A proposal computed from a share that has moved since is applied to the total as it is.
 
 KEYS[1] state    HASH  limit (a number, unrounded), increased and decreased (Redis ms of the
                        last of each), epoch (decreases taken so far)
@@ -23,11 +20,11 @@ KEYS[2] clients  ZSET  client id -> until (Redis ms) it counts as present withou
 
 ARGV[1]  op        'sync' | 'increase' | 'decrease' | 'shrink' | 'leave'
 ARGV[2]  client    the caller's id, [A-Za-z0-9_-]+
-ARGV[3]  from      increase, decrease, shrink: the limit the proposal was computed from (> 0)
-ARGV[4]  to        increase, decrease, shrink: the limit proposed (a number > 0)
+ARGV[3]  from      increase, decrease, shrink: the share the proposal was computed from (> 0)
+ARGV[4]  to        increase, decrease, shrink: the share proposed (a number > 0)
 ARGV[5]  epoch     decrease: the epoch the proposer knew
-ARGV[6]  window    increase: the least time since the last change, in ms (>= 0)
-ARGV[7]  cooldown  decrease: the least time since the last decrease, in ms (>= 0)
+ARGV[6]  window    increase: the least time since the last decrease for a drop, in ms (>= 0)
+ARGV[7]  cooldown  decrease: the least time since the last decrease for a drop, in ms (>= 0)
 ARGV[8]  min       the least the total can be, and each client's share: an integer >= 1
 ARGV[9]  max       the most the total can be: an integer >= min
 ARGV[10] initial   the total while no state is kept: an integer from min to max
@@ -118,9 +115,8 @@ local n = #members
 
 local taken = 0
 if op == 'increase' then
-  local last = math.min(since(increased), since(decreased))
   local next = math.min(max, limit + (to - from))
-  if last >= window and next > limit then
+  if since(decreased) >= window and next > limit then
     limit, increased, taken = next, now, 1
   end
 elseif op == 'decrease' then
@@ -129,7 +125,7 @@ elseif op == 'decrease' then
     limit, decreased, epoch, taken = next, now, epoch + 1, 1
   end
 elseif op == 'shrink' then
-  local next = math.max(min, limit * (to / from) ^ (1 / math.max(1, n)))
+  local next = math.max(min, limit + (to - from))
   if to < from and next < limit then limit, taken = next, 1 end
 end
 
