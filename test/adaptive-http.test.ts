@@ -68,7 +68,11 @@ describe('adaptive() against a real server of hidden capacity', { timeout: 30_00
       ...changes.filter((c) => c.at >= at(HALVE) && c.at < at(DOUBLE)).map((c) => c.limit),
     );
     const end = changes.at(-1)!.limit;
-    assert.ok(low < before, `the limit came down after the halving: ${before} → ${low}`);
+    // Down after the halving, if it was above the new capacity: on a busy machine, whose own
+    // delays the limit reads as a queue, it may not have climbed past 4 by then (seen: 4, then 5).
+    if (before > 4) {
+      assert.ok(low < before, `the limit came down after the halving: ${before} → ${low}`);
+    }
     assert.ok(end > low, `and went back up after the doubling: ${low} → ${end}`);
     assert.ok(
       changes.every((c) => c.key === server.url),
