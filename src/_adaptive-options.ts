@@ -40,7 +40,10 @@ export interface AdaptiveOptions {
   baselineWindows?: number;
   /** aimd: how much the limit grows after each round trip in which it was reached. @default 1 */
   increase?: number;
-  /** vegas: the queue (in requests) under which the limit grows. @default 2·log10(limit), at least 1 */
+  /**
+   * vegas: the queue (in requests) under which the limit grows; of a shared limit, the whole
+   * fleet's (each client keeps its part). @default 2·log10(limit), at least 1
+   */
   alpha?: number;
   /** vegas: the queue above which it shrinks. @default twice `alpha` */
   beta?: number;

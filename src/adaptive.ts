@@ -431,7 +431,7 @@ export class AdaptiveLimit extends EventEmitter<AdaptiveEvents> implements SyncG
     this.#latency = latency;
     this.#openWindow();
     const limit = this.#part;
-    const next = this.#controller.next(limit, window, baseline);
+    const next = this.#controller.next(limit, window, baseline, this.#state.limit);
     // No growth in a round trip that saw a drop: while drops keep coming (steady timeouts), the
     // limit only falls, one step per round trip.
     if (next < limit) this.#propose(next, 'latency', now);

@@ -446,6 +446,29 @@ describe('adaptive(): where its state lives', () => {
     assert.equal(store.state.limit, 41 - share * 0.1);
   });
 
+  it('of a shared limit, vegas keeps its part of the queue the whole limit would keep, not a whole one of its own', async () => {
+    // A round trip at the no-load latency, then one at which 18% of the requests wait (1.8 of a
+    // part of 10). A limit of 10 of its own keeps 2 to 4 waiting: it grows. A part of 10 of a
+    // total of 41 keeps its part of what 41 keeps (3.2 to 6.5): 0.8 to 1.6: it shrinks.
+    const waiting = 50 / (1 - 0.18);
+    const clock = new ManualClock();
+    const alone = new AdaptiveClass({ algorithm: 'vegas', initial: 10, clock });
+    await roundTrip(alone, clock, 50);
+    const grown = alone.limit;
+    await roundTrip(alone, clock, waiting);
+    assert.ok(alone.limit > grown, `alone: ${grown} to ${alone.limit}`);
+
+    const store = new SharedStore();
+    const shared = new AdaptiveClass({ algorithm: 'vegas', initial: 10, clock }, { store });
+    await flush();
+    await roundTrip(shared, clock, 50);
+    assert.deepEqual([store.state.limit, shared.limit], [41, 10]);
+    await roundTrip(shared, clock, waiting);
+    const change = store.proposed.at(-1)!;
+    assert.deepEqual([change.reason, change.from], ['latency', 10]);
+    assert.ok(Math.abs(change.to - (10 - 1.8 + 1.5 * 2 * Math.log10(41) * (10 / 41))) < 1e-9);
+  });
+
   it('of a shared limit, closes a window at as many samples as its share, as a limit of its own would', async () => {
     const clock = new ManualClock();
     const store = new SharedStore();
