@@ -6,11 +6,10 @@
  * And the one place that notices such a silence: every gate made on one client shares its
  * `Silence`, which knows the calls still unanswered. Once calls wait and nothing has come back for
  * a whole timeout (since the oldest of them was sent, or since the last answer if later), Redis
- * is silent: a new call fails at once,
- * unsent, instead of waiting a timeout of its own (a run of thousands of requests would take a
- * timeout per few of them to end) and piling onto a connection that does not drain. The calls
- * already sent are the probes: the first answer (Redis resumed) or failure (the client gave the
- * connection up) ends the silence.
+ * is silent: a new call fails at once, unsent, instead of waiting a timeout of its own (a run of
+ * thousands of requests would take a timeout per few of them to end) and piling onto a
+ * connection that does not drain. The calls already sent are the probes: the first answer (Redis
+ * resumed) or failure (the client gave the connection up) ends the silence.
  *
  * Invariants: the promise returned settles within about `ms` (a timer on the monotonic clock); an
  * answer that comes later goes to `late` (what Redis did still happened), an error that comes later
@@ -32,8 +31,8 @@ export class Silence {
 
   /**
    * How long Redis has said nothing while calls wait: since the oldest call unanswered was sent,
-   * or since the last call settled if later (answers come in order: one does not speak for the
-   * calls sent before it was); 0 while none waits.
+   * or since the last call settled if later (an answer shows that Redis was there when it came,
+   * not that it still is); 0 while none waits.
    */
   silentFor(): number {
     for (const sentAt of this.#unanswered.values()) {
