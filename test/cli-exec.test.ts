@@ -128,18 +128,28 @@ describe('sluice exec', () => {
 
   it('starts no retry after an interrupt: a command backing off is recorded as cancelled', async () => {
     const log = join(dir, 'backoff.log');
-    const running = startCli(['exec', '-q', '--retries', '3', '-'], {
-      stdin: `echo x >> ${log}; exit 1\n`,
-      env: { SLUICE_GRACE_MS: '100' },
-    });
-    await until(() => existsSync(log), 5000, 'the first attempt');
-    running.interrupt();
-    const run = await running.done;
-    assert.equal(run.code, 130);
-    assert.deepEqual(
-      run.records.map((record) => [record.attempts, record.error]),
-      [[1, 'cancelled']],
-    );
+    // The retry's jitter is drawn from Math.random: at its top, the backoff before the second
+    // attempt is 200 ms, so an interrupt 50 ms after the first attempt began lands in it (a full
+    // jitter near 0 could start the retry before the interrupt).
+    const random = Math.random;
+    Math.random = () => 0.999;
+    try {
+      const running = startCli(['exec', '-q', '--retries', '3', '-'], {
+        stdin: `echo x >> ${log}; exit 1\n`,
+        env: { SLUICE_GRACE_MS: '100' },
+      });
+      await until(() => existsSync(log), 5000, 'the first attempt');
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      running.interrupt();
+      const run = await running.done;
+      assert.equal(run.code, 130);
+      assert.deepEqual(
+        run.records.map((record) => [record.attempts, record.error]),
+        [[1, 'cancelled']],
+      );
+    } finally {
+      Math.random = random;
+    }
     await new Promise((resolve) => setTimeout(resolve, 300));
     assert.equal(readFileSync(log, 'utf8'), 'x\n', 'one attempt, and no other after');
   });
