@@ -472,7 +472,12 @@ describe('RedisAdaptiveStore', { ...needsRedis, timeout: 60_000 }, () => {
     // (which the limit cannot tell from a queue at the server).
     const C = 16;
     const LATENCY = 100;
-    const http = await startCapacityServer({ capacity: C, latencyMs: LATENCY, queue: 4 });
+    // A line of C / 2: at its end a request takes 1.5 times the no-load latency, gradient2's
+    // tolerance, so the latency speaks before the refusals do. (A line of 4, as long as the
+    // fleet's growth in a window, left the total sawing at the refusal edge: 3-7% refused on a
+    // loaded machine, where one limit of its own has 1%.)
+    const LINE = C / 2;
+    const http = await startCapacityServer({ capacity: C, latencyMs: LATENCY, queue: LINE });
     t.after(() => http.close());
     const name = fresh();
     const stores = await Promise.all(
@@ -510,10 +515,13 @@ describe('RedisAdaptiveStore', { ...needsRedis, timeout: 60_000 }, () => {
     const fair = stats.served / 4;
     assert.ok(stats.refused <= 0.05 * total, `${stats.refused} of ${total} refused`);
     assert.ok(Math.min(...perClient) >= 0.5 * fair, `none starved: ${perClient.join(' / ')}`);
-    // Near C in total (C + the server's line of 4 is where refusals begin), not 4 × C. (How
+    // Near C in total, up to C + the server's line (where refusals begin), not 4 × C. (How
     // much it serves is not asserted: on a loaded machine that measures the machine.)
     const settled = totals.reduce((a, b) => a + b, 0) / totals.length;
-    assert.ok(settled >= 0.5 * C && settled <= 1.6 * C, `the shared total: ${totals.join(' ')}`);
+    assert.ok(
+      settled >= 0.5 * C && settled <= 1.25 * (C + LINE),
+      `the shared total: ${totals.join(' ')}`,
+    );
     // Closing a store closes its keys' stores: every client has left the origin's limit.
     await Promise.all(stores.map((store) => store.close()));
     const [, clientsKey] = keys(name);
