@@ -8,7 +8,12 @@
  * `semaphores[name](url, key, limit, options)` resolves to `{ acquire(), close() }`, where
  * `acquire()` resolves once a permit is held, to `release()`, which resolves once the release is
  * done (awaited in every measurement, so that nobody's release is counted as free).
- * `rates[name](url, key, perSecond)` resolves to `{ wait(), close() }`.
+ * `rates[name](url, key, perSecond, options)` resolves to `{ wait(), close() }`.
+ *
+ * Two floors, not limiters to use, show what the machine allows any design of the kind: a ring
+ * of tokens passed over pub/sub (a release is one PUBLISH that wakes the next process, nothing
+ * else), and a fixed schedule of starts known in advance (no Redis: each start only sleeps until
+ * its instant). Each takes `{ index, processes }` (its place in the fleet) in `options`.
  */
 const SLUICE_REDIS = new URL('../dist/redis/index.js', import.meta.url).href;
 
@@ -131,6 +136,52 @@ export const semaphores = {
       },
     };
   },
+  /**
+   * The floor of a cross-process handoff (limit `limit` across `processes` processes): `limit`
+   * tokens, all in process 0 at first; a release PUBLISHes its token to the next process's
+   * channel, which hands it to its first waiter. `stopAt(instant)` rejects what still waits
+   * just after `instant` (the tokens may by then be with a process that has stopped asking).
+   */
+  async 'floor: pub/sub token ring'(url, key, limit, { index, processes }) {
+    const publisher = await ioRedis(url);
+    const subscriber = await ioRedis(url);
+    const channel = (i) => `${key}:ring:${i}`;
+    const waiters = [];
+    let tokens = index === 0 ? limit : 0;
+    let stopped = false;
+    const release = async () => {
+      await publisher.publish(channel((index + 1) % processes), '1');
+    };
+    subscriber.on('message', () => {
+      const waiter = waiters.shift();
+      if (waiter === undefined) tokens++;
+      else waiter.resolve(release);
+    });
+    await subscriber.subscribe(channel(index));
+    return {
+      acquire() {
+        if (stopped) return Promise.reject(new Error('stopped'));
+        if (tokens > 0) {
+          tokens--;
+          return Promise.resolve(release);
+        }
+        return new Promise((resolve, reject) => waiters.push({ resolve, reject }));
+      },
+      stopAt(instant) {
+        setTimeout(
+          () => {
+            stopped = true;
+            for (const waiter of waiters.splice(0)) waiter.reject(new Error('stopped'));
+          },
+          Math.max(0, instant - clock()) + 50,
+        );
+      },
+      async close() {
+        publisher.disconnect();
+        subscriber.disconnect();
+      },
+    };
+  },
 };
 
 export const rates = {
@@ -184,6 +235,25 @@ export const rates = {
       async close() {
         await limiter.disconnect(false);
       },
+    };
+  },
+  /**
+   * The floor of booking starts and sleeping until them: start n of process `index` is at
+   * `begin + (n * processes + index) / perSecond`, known without asking anybody; `wait()` sleeps
+   * until it (never resolving before it), and `begin(start)` sets the instant of start 0.
+   */
+  async 'floor: fixed schedule'(_url, _key, perSecond, { index, processes }) {
+    let begin = clock();
+    let n = 0;
+    return {
+      begin(start) {
+        begin = start;
+      },
+      async wait() {
+        const at = begin + ((n++ * processes + index) * 1000) / perSecond;
+        while (clock() < at) await sleep(at - clock());
+      },
+      async close() {},
     };
   },
 };

@@ -4,12 +4,12 @@
  * one line from stdin: the instant to begin at (on the shared clock of redis-impls.mjs), and
  * prints its result as one JSON line at the end.
  *
- * - `{ mode: 'contend', impl, url, key, limit, loops, holdMs, until }`: `loops` loops acquire,
+ * - `{ mode: 'contend', impl, url, key, limit, loops, holdMs, until, index, processes }`: `loops` loops acquire,
  *   hold `holdMs` and release until `until` ms after the start. Prints `{ events }`: per
  *   acquisition [asked, granted, released] on the shared clock.
  * - `{ mode: 'hold', impl, url, key, limit, leaseMs, expiration }`: takes one permit, prints
  *   `{ held: instant }` and holds it until killed.
- * - `{ mode: 'rate', impl, url, key, perSecond, loops, until }`: `loops` loops wait for a start
+ * - `{ mode: 'rate', impl, url, key, perSecond, loops, until, index, processes }`: `loops` loops wait for a start
  *   and record its instant until `until` ms after the start. Prints `{ starts }`.
  */
 import { createInterface } from 'node:readline';
@@ -32,19 +32,30 @@ async function startInstant() {
 }
 
 if (config.mode === 'contend') {
-  const gate = await semaphores[config.impl](config.url, config.key, config.limit, {});
-  // One round first: connections, scripts loaded, code warm.
-  await (
-    await gate.acquire()
-  )();
+  const gate = await semaphores[config.impl](config.url, config.key, config.limit, {
+    index: config.index,
+    processes: config.processes,
+  });
+  // One round first: connections, scripts loaded, code warm (not for the ring, whose tokens
+  // begin in one process).
+  if (gate.stopAt === undefined) {
+    await (
+      await gate.acquire()
+    )();
+  }
   const start = await startInstant();
   await sleep(Math.max(0, start - clock()));
   const end = start + config.until;
+  gate.stopAt?.(end);
   const events = [];
   const loop = async () => {
     while (clock() < end) {
       const asked = clock();
-      const release = await gate.acquire();
+      const release = await gate.acquire().catch((error) => {
+        if (gate.stopAt === undefined) throw error;
+        return undefined; // the ring stopped: the run has ended
+      });
+      if (release === undefined) break;
       const granted = clock();
       await sleep(config.holdMs);
       const released = clock();
@@ -65,8 +76,12 @@ if (config.mode === 'contend') {
   await print({ held: clock() });
   setInterval(() => undefined, 60_000); // held until killed
 } else if (config.mode === 'rate') {
-  const gate = await rates[config.impl](config.url, config.key, config.perSecond);
+  const gate = await rates[config.impl](config.url, config.key, config.perSecond, {
+    index: config.index,
+    processes: config.processes,
+  });
   const start = await startInstant();
+  gate.begin?.(start);
   await sleep(Math.max(0, start - clock()));
   const end = start + config.until;
   const starts = [];

@@ -17,7 +17,9 @@
  *      (`process.hrtime`), which all processes of the machine share. Handoff: a request that found
  *      no free permit (by the stamps) is matched with the release that freed its permit (permits
  *      freed are taken in order); the latency is from that release's call to the grant seen by
- *      the waiter, counted when the two are in different processes.
+ *      the waiter, counted when the two are in different processes. The floor beside them: tokens
+ *      passed round the processes over pub/sub (bench/redis-impls.mjs), a release being one
+ *      PUBLISH that wakes the next process: no limiter can hand over faster by pushing.
  * (i3) A holder killed with `kill -9` (lease 1 s, limit 1): another process's request waits; the
  *      holder's lease end is read from Redis after the kill (its expiry there), and the time is
  *      from then until the waiter holds the permit. bottleneck has no lease: with a job
@@ -27,7 +29,8 @@
  *      and stamping it (the shared clock again, so the starts of all processes are merged and
  *      measured in one place), for 2.5 s. Achieved: starts in [0.5 s, 2.5 s) over 2 s (the first
  *      half second is the ramp); the most starts in any sliding second and any 100 ms, over every
- *      start.
+ *      start. The floor beside them: each process sleeps until starts of a schedule fixed in
+ *      advance (no Redis), so its windows show only what timers and scheduling add.
  */
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
@@ -66,7 +69,8 @@ const PER_100MS_TARGET = PER_SECOND / 10 + 1;
 
 const UNCONTENDED = ['sluice', 'sluice-ioredis', 'redis-semaphore', 'bottleneck'];
 const PINGS = ['PING node-redis', 'PING ioredis'];
-const CONTENDED = ['sluice', 'redis-semaphore', 'bottleneck'];
+const RING = 'floor: pub/sub token ring';
+const CONTENDED = ['sluice', 'redis-semaphore', 'bottleneck', RING];
 const KILLED = [
   { impl: 'sluice', label: 'sluice RedisSemaphore (leaseMs 1000)' },
   { impl: 'redis-semaphore', label: 'redis-semaphore (lockTimeout 1000)' },
@@ -74,18 +78,21 @@ const KILLED = [
   { impl: 'bottleneck', label: 'bottleneck (no expiration)' },
 ];
 const RATES = Object.keys(rates);
+const SCHEDULE = 'floor: fixed schedule';
 
 const LABELS = {
   sluice: 'sluice RedisSemaphore',
   'sluice-ioredis': 'sluice RedisSemaphore on ioredis',
   'redis-semaphore': 'redis-semaphore',
   bottleneck: 'bottleneck',
+  [RING]: 'floor: tokens passed over pub/sub, no limiter',
 };
 const RATE_LABELS = {
   sluice: 'sluice RedisRateLimiter',
   'rate-limiter-flexible queue': 'rate-limiter-flexible RateLimiterQueue',
   'rate-limiter-flexible retry': 'rate-limiter-flexible consume + retry',
   bottleneck: 'bottleneck minTime 1',
+  [SCHEDULE]: 'floor: a fixed schedule, no Redis (timers only)',
 };
 
 export function plan() {
@@ -313,8 +320,10 @@ async function fleet(configs) {
 
 async function contention(server, { impl, limit }) {
   const { start, results } = await fleet(
-    Array.from({ length: PROCESSES }, () => ({
+    Array.from({ length: PROCESSES }, (_, index) => ({
       mode: 'contend',
+      index,
+      processes: PROCESSES,
       impl,
       url: server.url,
       key: 'bench',
@@ -467,8 +476,10 @@ async function killed(server, { impl, expiration }) {
 
 async function rate(server, { impl }) {
   const { start, results } = await fleet(
-    Array.from({ length: PROCESSES }, () => ({
+    Array.from({ length: PROCESSES }, (_, index) => ({
       mode: 'rate',
+      index,
+      processes: PROCESSES,
       impl,
       url: server.url,
       key: 'bench',
@@ -597,7 +608,9 @@ export function report(cells) {
       `Fairness is the fewest ÷ the most acquisitions of a process; a handoff runs from a ` +
       `release (its call) in one process to the grant seen in another, for requests that found ` +
       `no permit free; "cross" is the share of handoffs that went to another process; "peak" ` +
-      `the most held at once by the stamps (the worst run).`,
+      `the most held at once by the stamps (the worst run). The floor passes tokens round the ` +
+      `processes over pub/sub, a release being one PUBLISH that wakes only the next process: ` +
+      `what pushing a permit to another process costs on this machine, with no limiter.`,
     '',
     s.table(
       [
@@ -616,6 +629,7 @@ export function report(cells) {
   for (const limit of LIMITS) {
     const c = cellOf('contention', 'sluice', (p) => p.limit === limit);
     const peer = cellOf('contention', 'redis-semaphore', (p) => p.limit === limit);
+    const floor = cellOf('contention', RING, (p) => p.limit === limit);
     const ratio = paired(c, peer, 'perSecond');
     targets.push(
       s.target(
@@ -627,7 +641,8 @@ export function report(cells) {
       s.target(
         med(c, 'p99') <= HANDOFF_P99_TARGET,
         `(i2) limit ${limit}: sluice cross-process handoff p99 ${s.fixed(med(c, 'p99'), 2)} ms ` +
-          `(≤ ${HANDOFF_P99_TARGET} ms; p50 ${s.fixed(med(c, 'p50'), 2)} ms)`,
+          `(≤ ${HANDOFF_P99_TARGET} ms; p50 ${s.fixed(med(c, 'p50'), 2)} ms; the pub/sub ` +
+          `floor's p99 ${s.fixed(med(floor, 'p99'), 2)} ms)`,
       ),
     );
   }
@@ -683,7 +698,8 @@ export function report(cells) {
       `waiting loops each, for ${RATE_MS / 1000} s; starts stamped on the machine's monotonic ` +
       `clock and merged. Achieved: starts in [${RAMP_MS / 1000} s, ${RATE_MS / 1000} s) per ` +
       `second; the most starts in any sliding second and any 100 ms over every start (median / ` +
-      `worst run).`,
+      `worst run). The floor sleeps until starts fixed in advance, asking nobody: what ` +
+      `timers and scheduling alone add to the windows.`,
     '',
     s.table(
       ['implementation', 'achieved / 1000/s', 'max in a second', 'max in 100 ms', 'first start ms'],
@@ -693,6 +709,9 @@ export function report(cells) {
   const r = cellOf('rate', 'sluice');
   const worstSecond = Math.max(...r.runs.map((x) => x.maxSecond));
   const worst100 = Math.max(...r.runs.map((x) => x.max100));
+  const schedule = cellOf('rate', SCHEDULE);
+  const floorSecond = Math.max(...schedule.runs.map((x) => x.maxSecond));
+  const floor100 = Math.max(...schedule.runs.map((x) => x.max100));
   targets.push(
     s.target(
       med(r, 'achieved') >= RATE_TARGET,
@@ -702,7 +721,8 @@ export function report(cells) {
     s.target(
       worstSecond <= PER_SECOND && worst100 <= PER_100MS_TARGET,
       `(i4) shared rate: at most ${s.int(worstSecond)} starts in any second (≤ ${PER_SECOND}) ` +
-        `and ${s.int(worst100)} in any 100 ms (≤ ${PER_100MS_TARGET}), worst run`,
+        `and ${s.int(worst100)} in any 100 ms (≤ ${PER_100MS_TARGET}), worst run (a fixed ` +
+        `schedule's floor: ${s.int(floorSecond)} and ${s.int(floor100)})`,
     ),
   );
 
