@@ -325,6 +325,45 @@ describe('RedisSemaphore on a real Redis', needsRedis, () => {
     (await within('the grant found by the timed check', checked, 10_000)).release();
   });
 
+  it('wakes only the process a release granted to, not every process in line', async () => {
+    // Each waiter's announcements are counted as they reach it (on its own subscription).
+    const heard = [0, 0];
+    const subscribed = [false, false];
+    const listening = (i: number): RedisClient =>
+      intercept(
+        () => adapter,
+        (next, ...args) => next(...args),
+        async (channel, listener, signal) => {
+          const subscription = await adapter.subscribe(
+            channel,
+            (message) => {
+              heard[i]!++;
+              listener(message);
+            },
+            signal,
+          );
+          subscribed[i] = true;
+          return subscription;
+        },
+      );
+    const slow = { permits: 1, pollMs: 60_000, leaseMs: 60_000 };
+    const holder = make('wake-one', { permits: 1 });
+    const [a, b] = [make('wake-one', slow, listening(0)), make('wake-one', slow, listening(1))];
+    const held = await holder.acquire();
+    const first = a.acquire();
+    await waitFor('a in line', async () => (await stateOf(redis, 'wake-one')).queue === 1);
+    const second = b.acquire();
+    await waitFor('b in line', async () => (await stateOf(redis, 'wake-one')).queue === 2);
+    await waitFor('both listening', () => subscribed.every(Boolean));
+    held.release();
+    const granted = await within('the first in line', first, 10_000);
+    await sleep(100); // an announcement to b would have come by now
+    assert.deepEqual(heard, [1, 0]);
+    granted.release();
+    (await within('the second in line', second, 10_000)).release();
+    assert.deepEqual(heard, [1, 1]);
+  });
+
   it('counts an acquire retried after a lost reply once, with the same fence', async () => {
     // Each call is run, its reply lost, and run again: what a client that re-sends does.
     const twice = intercept(

@@ -3,7 +3,8 @@
  * Redis. Redis decides everything, in one Lua script (`scripts/semaphore-4.lua`) run on its own
  * clock (`TIME`): a grant is a lease with its own expiry; the line is ordered by an arrival ticket
  * (and priority); a release hands the freed permits to the head of the line in the same script and
- * announces it on a sharded channel. This file is a process's side: it sends requests, keeps its
+ * announces each grant on the sharded channel of the process it went to (so it wakes that process,
+ * not every process with a request in line). This file is a process's side: it sends requests, keeps its
  * leases renewed, listens for grants, and checks for them on a timer too, since pub/sub may lose a
  * message.
  *
@@ -690,7 +691,8 @@ export class RedisSemaphore extends EventEmitter<RedisSemaphoreEvents> implement
     if (this.#subscription !== undefined || this.#closed || now() < this.#subscribeAgainAt) return;
     const controller = new AbortController();
     this.#subscribing = controller;
-    const subscribing = this.#redis.subscribe(this.#keys[3]!, this.#onWake, controller.signal).then(
+    const channel = `${this.#keys[3]!}:${this.#client}`;
+    const subscribing = this.#redis.subscribe(channel, this.#onWake, controller.signal).then(
       (subscription) => {
         if (this.#subscribing === controller) this.#subscribing = undefined;
         void this.#tick();

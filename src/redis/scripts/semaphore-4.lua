@@ -16,8 +16,10 @@ KEYS[3] ids     HASH  lease id -> "<weight> q <queue member>" while in line,
                       and the counters: held (the weight of the leases), queued (the requests
                       in line), fence, ticket, permits, until (every key lives at least until
                       then, Redis ms), and next (no entry of `expiry` expires before then)
-KEYS[4] wake    the sharded channel (SPUBLISH) on which grants to other processes are announced,
-                as " <lease id> <fence> <lease id> <fence> ..."
+KEYS[4] wake    the prefix of the sharded channels (SPUBLISH) on which grants to other processes
+                are announced, one per process: "<wake>:<process id>" (in KEYS[4]'s slot, by the
+                hash tag), as " <lease id> <fence> <lease id> <fence> ...": a release wakes the
+                processes it granted to, not every process with a request in line
 
 A process id is [A-Za-z0-9_-]+; a lease id is "<process id>:<n>".
 
@@ -296,7 +298,9 @@ local function expiry_of(owner)
 end
 
 local reply = { 0, '', 0 }
-local woken = {}
+-- Process id -> the lease ids and fences granted to it from the line by this call, in turn;
+-- `wakes` lists those processes in the order of their first grant.
+local woken, wakes = {}, {}
 -- Grants `id` the permits it asked for. One granted from the line stays unacknowledged (and
 -- reported) until its process renews or releases it; one granted to its caller's own request is
 -- reported in this reply, and again if the request is sent again.
@@ -315,8 +319,13 @@ local function grant(id, weight, member)
   else
     -- Until its process renews it, the lease lives as long as that process's requests do.
     redis.call('ZADD', expiry, expiry_of(owner), id)
-    woken[#woken + 1] = id
-    woken[#woken + 1] = fence
+    if not woken[owner] then
+      woken[owner] = {}
+      wakes[#wakes + 1] = owner
+    end
+    local words = woken[owner]
+    words[#words + 1] = id
+    words[#words + 1] = fence
   end
   if member then
     local set = unacked_of(owner)
@@ -514,8 +523,8 @@ if refresh then
   redis.call('PEXPIREAT', ids, horizon)
 end
 
-if #woken > 0 then
-  redis.call('SPUBLISH', wake, ' ' .. table.concat(woken, ' '))
+for _, owner in ipairs(wakes) do
+  redis.call('SPUBLISH', wake .. ':' .. owner, ' ' .. table.concat(woken[owner], ' '))
 end
 
 return reply
