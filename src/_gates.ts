@@ -10,13 +10,14 @@
  * timeout, a gate's error), every permit taken so far is given back before the failure is told,
  * and a permit granted after the caller gave up is given back at once. A caller whose signal
  * aborts stops waiting then at a gate with no synchronous path (a user's, a shared one), whether
- * it heeds the signal or not. A gate is any object with `acquire()`, so "a gate's error" is
- * whatever it does: throw where it should reject, answer with something that is not a permit (a
- * TypeError then), or throw as a permit is released (every other permit is still given back).
+ * it heeds the signal or not; one whose timeout passed, a second later at most. A gate is any
+ * object with `acquire()`, so "a gate's error" is whatever it does: throw where it should
+ * reject, answer with something that is not a permit (a TypeError then), or throw as a permit is
+ * released (every other permit is still given back).
  * The giving back on failure is in one place (`passGates`, around the steps that only take), and
  * `releaseAll` never throws.
  */
-import type { Clock } from './_clock.ts';
+import { Timer, type Clock } from './_clock.ts';
 import { onAbort } from './_signals.ts';
 import * as v from './_validate.ts';
 import { TimeoutError } from './errors.ts';
@@ -138,11 +139,15 @@ function passFrom(
         `Expected \`acquire()\` of ${gateOf(gates, i)} to return a promise of a permit, got ${v.describe(granting)}`,
       );
     }
-    // Only a gate with no synchronous path is raced with the signal: every in-memory gate of
-    // sluice has one and heeds it (the contract suite checks), and the race costs a promise and
-    // a watch per wait where thousands may wait at once (8% to 60% of a contended in-memory
-    // gate's throughput, in noisy runs); a user's gate or a shared one waits a round trip anyway.
-    return answerOf(granting, gate.tryAcquire === undefined ? signal : undefined).then(
+    // Only a gate with no synchronous path is raced with the signal and the deadline: every
+    // in-memory gate of sluice has one and heeds both (the contract suite checks), and the race
+    // costs a promise and a watch per wait where thousands may wait at once (8% to 60% of a
+    // contended in-memory gate's throughput, in noisy runs); a user's gate or a shared one waits
+    // a round trip anyway.
+    const raced = gate.tryAcquire === undefined;
+    const bound =
+      raced && deadline !== undefined ? { clock: deadline.clock, ms: left! } : undefined;
+    return answerOf(granting, raced ? signal : undefined, bound).then(
       (granted) => {
         if (!isPermit(granted)) {
           throw new TypeError(
@@ -170,33 +175,66 @@ function passFrom(
 }
 
 /**
- * What a gate answers, or its caller's signal's reason as soon as it aborts, whether the gate
- * heeds the signal or not (one that does not would keep the permits taken before it until it
- * answers, perhaps never). A permit it grants after that is given back at once.
+ * How long past the timeout it was given a gate may take to answer before its caller stops
+ * waiting. One that heeds its timeout has answered by then, as a rule, so that its own error is
+ * what the caller sees: a shared one answers once Redis has withdrawn the request, a round trip
+ * later (if Redis is slower than this, the caller stops waiting first; the withdrawal goes on).
+ */
+const TIMEOUT_GRACE_MS = 1000;
+
+/**
+ * What a gate answers, or its caller's signal's reason as soon as it aborts, or a TimeoutError
+ * (of `bound.ms`, the timeout the gate was given) once that timeout and `TIMEOUT_GRACE_MS` have
+ * passed, whether the gate heeds the signal and its timeout or not (one that does not would keep
+ * the permits taken before it until it answers, perhaps never). A permit it grants after that is
+ * given back at once.
  */
 function answerOf(
   granting: PromiseLike<unknown>,
   signal: AbortSignal | undefined,
+  bound: { clock: Clock; ms: number } | undefined,
 ): Promise<unknown> {
-  if (signal === undefined) return Promise.resolve(granting);
+  if (signal === undefined && bound === undefined) return Promise.resolve(granting);
   return new Promise((resolve, reject) => {
     let gaveUp = false;
-    const giveUp = (): void => {
+    const giveUp = (reason: unknown): void => {
+      if (gaveUp) return;
       gaveUp = true;
-      reject(signal.reason as Error);
+      stop();
+      reject(reason);
     };
-    let stop: (() => void) | undefined;
-    if (signal.aborted)
-      giveUp(); // as the gate was asked: it may not have looked
-    else stop = onAbort(signal, giveUp);
+    let unwatch: (() => void) | undefined;
+    let timer: Timer | undefined;
+    const stop = (): void => {
+      unwatch?.();
+      timer?.cancel();
+    };
+    if (signal?.aborted === true) {
+      giveUp(signal.reason); // as the gate was asked: it may not have looked
+    } else {
+      if (signal !== undefined)
+        unwatch = onAbort(signal, () => {
+          giveUp(signal.reason);
+        });
+      if (bound !== undefined) {
+        timer = new Timer(bound.clock, bound.ms + TIMEOUT_GRACE_MS, () => {
+          giveUp(
+            new TimeoutError(
+              `it did not answer within its timeout of ${bound.ms}ms, nor ${TIMEOUT_GRACE_MS}ms after`,
+              bound.ms,
+            ),
+          );
+        });
+      }
+    }
     granting.then(
       (granted) => {
-        stop?.();
+        stop();
         if (!gaveUp) resolve(granted);
         else if (isPermit(granted)) releaseAll([granted]);
       },
       (error: unknown) => {
-        stop?.();
+        stop();
         reject(error); // nothing once it gave up
       },
     );

@@ -2,14 +2,14 @@
  * A gate given to a limiter that breaks the gate contract (any object with `acquire()` may be
  * given): its `acquire()` throws instead of rejecting, returns no promise, or resolves to no
  * permit; its `tryAcquire()` throws or answers with no permit; a permit's `release()` throws; it
- * ignores the signal it is given and answers long after its caller gave up.
+ * ignores the signal and the timeout it is given and answers long after its caller gave up.
  * Whatever it does, at whatever step, every permit already taken of the gates before it (and the
  * limiter's own) comes back, every promise settles with a clear error, and no task starts.
  * In-memory gates, on a ManualClock.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { Limiter, Semaphore, type Gate, type Permit } from '../src/index.ts';
+import { Limiter, Semaphore, TimeoutError, type Gate, type Permit } from '../src/index.ts';
 import { flush, ManualClock, state } from './_helpers/clock.ts';
 import { catchUncaught } from './_helpers/uncaught.ts';
 import { asyncOnly } from './contract/gate.ts';
@@ -123,7 +123,7 @@ function setup(wrap: (sem: Semaphore) => Gate, broken: Gate) {
   const clock = new ManualClock();
   const sem = new Semaphore(2, { clock });
   const limiter = new Limiter({ concurrency: wrap(sem), rate: [broken], clock });
-  return { sem, limiter };
+  return { sem, limiter, clock };
 }
 
 /** Nothing is held, waits or runs: the permits taken before the fault all came back. */
@@ -264,6 +264,37 @@ describe('a gate that ignores the signal of a caller who gave up', () => {
       await assert.rejects(acquiring, (error) => error === reason);
       await assertNothingHeld(sem, limiter);
       deaf.grantAll();
+      await flush();
+      assert.equal(deaf.released, 1);
+      await assertNothingHeld(sem, limiter);
+    });
+  }
+});
+
+describe('a gate that ignores the timeout of its caller', () => {
+  for (const before of befores) {
+    it(`acquire(): it rejects a second after the timeout and nothing is held, ${before.name}`, async () => {
+      const deaf = new Deaf();
+      const { sem, limiter, clock } = setup(before.wrap, deaf);
+      const acquiring = limiter.acquire({ timeout: 100 });
+      acquiring.catch(() => undefined);
+      await clock.advanceTo(60);
+      assert.equal(sem.held, 1, 'through the first gate');
+      // The gate was given the whole 100 ms (the one before answered at once), and a second more
+      // to answer for itself.
+      await clock.advanceTo(1099);
+      assert.equal(await state(acquiring), 'pending');
+      await clock.advanceTo(1100);
+      await assert.rejects(
+        acquiring,
+        (error) =>
+          error instanceof TimeoutError &&
+          error.timeout === 100 &&
+          error.message ===
+            'acquire timed out after 100ms (at gate 2 of 2: it did not answer within its timeout of 100ms, nor 1000ms after)',
+      );
+      await assertNothingHeld(sem, limiter);
+      deaf.grantAll(); // long after: given back at once
       await flush();
       assert.equal(deaf.released, 1);
       await assertNothingHeld(sem, limiter);
