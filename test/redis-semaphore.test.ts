@@ -501,11 +501,13 @@ describe('RedisSemaphore on a real Redis', needsRedis, () => {
     const a = await short.acquire();
     const b = await long.acquire();
     await sleep(600); // the short lease renewed a dozen times
-    const [time, scores, ttls] = await Promise.all([
+    // When each key expires (PEXPIRETIME, Unix ms), not its TTL: read a millisecond after TIME,
+    // a TTL would be a millisecond short of the same expiry.
+    const [time, scores, keyExpiries] = await Promise.all([
       command(redis, 'TIME'),
       command(redis, 'ZRANGE', 'sluice:{leases}:expiry', '0', '-1', 'WITHSCORES'),
       Promise.all(
-        ['expiry', 'ids'].map((part) => command(redis, 'PTTL', `sluice:{leases}:${part}`)),
+        ['expiry', 'ids'].map((part) => command(redis, 'PEXPIRETIME', `sluice:{leases}:${part}`)),
       ),
     ]);
     const now = Number((time as string[])[0]) * 1000 + Number((time as string[])[1]) / 1000;
@@ -515,7 +517,9 @@ describe('RedisSemaphore on a real Redis', needsRedis, () => {
     assert.equal(expiries.length, 2);
     const longest = Math.max(...expiries) - now;
     assert.ok(longest > 3_000, `the long lease has ${longest}ms left`);
-    for (const ttl of ttls as number[]) assert.ok(ttl >= longest, `a key's TTL ${ttl}ms`);
+    for (const at of keyExpiries as number[]) {
+      assert.ok(at >= Math.max(...expiries), `a key expires ${at - now}ms from now`);
+    }
     assert.equal(a.signal.aborted || b.signal.aborted, false);
     a.release();
     b.release();
@@ -769,10 +773,12 @@ describe('RedisSemaphore on a real Redis', needsRedis, () => {
     await sleep(100); // the keys' expiry was set by the grant; the line is made after it
     const waiting = b.acquire();
     await waitFor('in line', async () => (await inLine(redis, 'one-expiry')) === 1);
+    // When each expires (PEXPIRETIME, Unix ms): a TTL read a millisecond after the other's would
+    // differ by one without the expiries differing.
     const [queue, ids] = (await Promise.all(
-      ['queue', 'ids'].map((part) => command(redis, 'PTTL', `sluice:{one-expiry}:${part}`)),
+      ['queue', 'ids'].map((part) => command(redis, 'PEXPIRETIME', `sluice:{one-expiry}:${part}`)),
     )) as [number, number];
-    assert.ok(queue > 0 && queue <= ids, `the line's TTL ${queue}ms, the counts' ${ids}ms`);
+    assert.ok(queue > 0 && queue <= ids, `the line expires at ${queue}, the counts at ${ids}`);
     holder.release();
     (await within('the waiter', waiting)).release();
   });
