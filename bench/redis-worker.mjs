@@ -4,13 +4,15 @@
  * one line from stdin: the instant to begin at (on the shared clock of redis-impls.mjs), and
  * prints its result as one JSON line at the end.
  *
- * - `{ mode: 'contend', impl, url, key, limit, loops, holdMs, until, index, processes }`: `loops` loops acquire,
- *   hold `holdMs` and release until `until` ms after the start. Prints `{ events }`: per
- *   acquisition [asked, granted, released] on the shared clock.
+ * - `{ mode: 'contend', impl, url, key, limit, loops, holdMs, until, index, processes }`:
+ *   `loops` loops acquire, hold `holdMs` and release until `until` ms after the start. Prints
+ *   `{ events }`: per acquisition [asked, granted, released] on the shared clock.
  * - `{ mode: 'hold', impl, url, key, limit, leaseMs, expiration }`: takes one permit, prints
  *   `{ held: instant }` and holds it until killed.
- * - `{ mode: 'rate', impl, url, key, perSecond, loops, until, index, processes }`: `loops` loops wait for a start
- *   and record its instant until `until` ms after the start. Prints `{ starts }`.
+ * - `{ mode: 'rate', impl, url, key, perSecond, loops, until, index, processes }`: `loops` loops
+ *   wait for a start and record its instant until `until` ms after the start. Prints
+ *   `{ starts }`.
+ * `index` and `processes` (the worker's place in the fleet) are what the floors need.
  */
 import { createInterface } from 'node:readline';
 import { clock, rates, semaphores, sleep } from './redis-impls.mjs';

@@ -4,9 +4,9 @@
  * clock (`TIME`): a grant is a lease with its own expiry; the line is ordered by an arrival ticket
  * (and priority); a release hands the freed permits to the head of the line in the same script and
  * announces each grant on the sharded channel of the process it went to (so it wakes that process,
- * not every process with a request in line). This file is a process's side: it sends requests, keeps its
- * leases renewed, listens for grants, and checks for them on a timer too, since pub/sub may lose a
- * message.
+ * not every process with a request in line). This file is a process's side: it sends requests,
+ * keeps its leases renewed, listens for grants, and checks for them on a timer too, since pub/sub
+ * may lose a message.
  *
  * A process's requests travel in one outbox, sent a microtask later in the order they were made,
  * consecutive ones of a kind batched into one call: `acquire()` in a loop costs one script call,
