@@ -655,8 +655,12 @@ describe('RedisRateLimiter', needsRedis, () => {
       );
       const arrivals = counter.arrivals.slice(from);
       assert.equal(arrivals.length, 120);
-      const most = busiest(arrivals, 950);
-      assert.ok(most <= 30, `${most} arrivals in 950 ms at 30/s`);
+      // A second less 100 ms: at 30/s, 28 starts fit in 900 ms, so the bound of 30 leaves about
+      // 100 ms for the jitter between a process's start and its arrival here (a stalled process
+      // on a loaded machine: CI once saw 31 in 950 ms). Each process keeping 30/s of its own, or
+      // a fixed window's burst at its edge, would be far past it.
+      const most = busiest(arrivals, 900);
+      assert.ok(most <= 30, `${most} arrivals in 900 ms at 30/s`);
       const rate = ((arrivals.length - 1) * 1000) / (arrivals.at(-1)! - arrivals[0]!);
       assert.ok(rate >= 0.95 * 30, `${rate.toFixed(2)}/s of 30/s`);
     });
