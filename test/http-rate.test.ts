@@ -79,8 +79,10 @@ describe('every HTTP attempt passes the global rate, retries included', () => {
     ]);
     assert.equal(run.code, 0, run.stderr);
     assert.equal(server.arrivals.length - from, 30, 'each line: two 500s, then 200');
-    const most = server.busiest(950, from);
-    assert.ok(most <= 20, `${most} arrivals in 950 ms at 20/s`);
+    // A second less 100 ms: 18 starts fit in it at 20/s, so the bound of 20 leaves about 100 ms
+    // for the jitter between a start and its arrival here, on a loaded machine.
+    const most = server.busiest(900, from);
+    assert.ok(most <= 20, `${most} arrivals in 900 ms at 20/s`);
   });
 
   it("the library's rate option: the same, at the server", async () => {
@@ -100,7 +102,7 @@ describe('every HTTP attempt passes the global rate, retries included', () => {
       await exchange.close();
     }
     assert.equal(server.arrivals.length - from, 30);
-    const most = server.busiest(950, from);
-    assert.ok(most <= 20, `${most} arrivals in 950 ms at 20/s`);
+    const most = server.busiest(900, from);
+    assert.ok(most <= 20, `${most} arrivals in 900 ms at 20/s`);
   });
 });
