@@ -113,8 +113,8 @@ export class RedisSemaphore extends EventEmitter<RedisSemaphoreEvents> implement
   readonly #keys: readonly string[];
   /** This semaphore object's id in Redis; its lease ids are `<client>:<n>`. */
   readonly #client = randomBytes(9).toString('base64url');
-  /** What a wake-up message holds when it is for this process. */
-  readonly #needle: string;
+  /** How this process's lease ids begin (a wake-up on its channel names only those). */
+  readonly #leasePrefix: string;
   #nextId = 0;
   readonly #waiters = new Map<string, Waiter>();
   /** How many of `#waiters` were ever in line: while any is, calls keep this process's entry. */
@@ -189,7 +189,7 @@ export class RedisSemaphore extends EventEmitter<RedisSemaphoreEvents> implement
     this.#clock = options.clock ?? systemClock;
     const prefix = `sluice:{${name}}:`;
     this.#keys = ['expiry', 'queue', 'ids', 'wake'].map((part) => prefix + part);
-    this.#needle = ` ${this.#client}:`;
+    this.#leasePrefix = `${this.#client}:`;
   }
 
   /** Weight held by this process's permits (not released, not lost). */
@@ -669,17 +669,15 @@ export class RedisSemaphore extends EventEmitter<RedisSemaphoreEvents> implement
    * grant, or its answer would have reported it). The next renewal acknowledges it.
    */
   readonly #onWake = (message: string): void => {
-    if (!message.includes(this.#needle)) return;
     const deadline = this.#aliveSentAt + this.leaseMs;
     if (deadline <= now()) {
       void this.#tick(); // too old to trust: asked instead
       return;
     }
     const words = message.split(' ');
-    const prefix = this.#needle.slice(1);
     for (let i = 1; i + 1 < words.length; i += 2) {
       const id = words[i]!;
-      if (id.startsWith(prefix)) this.#granted(id, Number(words[i + 1]), deadline);
+      if (id.startsWith(this.#leasePrefix)) this.#granted(id, Number(words[i + 1]), deadline);
     }
     this.#schedule();
   };
